@@ -131,13 +131,19 @@ def from_arviz(posterior) -> xr.Dataset:
     if not {"chain", "draw"} <= set(ds.dims):
         raise HyperparameterError(f"from_arviz: expected dims ('chain', 'draw'), got {tuple(ds.dims)}")
     names = [k for k in (*HYPER_NAMES, "weight") if k in ds]
-    st = ds[names].stack(realization=("chain", "draw"), create_index=False)
-    chain = st["chain"].values if "chain" in st.coords else None
-    draw = st["draw"].values if "draw" in st.coords else None
+    ds = ds[names].transpose("chain", "draw", ...)
+    n_chain, n_draw = ds.sizes["chain"], ds.sizes["draw"]
+    chain = np.repeat(ds["chain"].values if "chain" in ds.coords else np.arange(n_chain), n_draw)
+    draw = np.tile(ds["draw"].values if "draw" in ds.coords else np.arange(n_draw), n_chain)
+    st = ds.drop_vars([c for c in ("chain", "draw") if c in ds.coords]).stack(
+        realization=("chain", "draw"), create_index=False
+    )
     st = st.drop_vars([c for c in ("chain", "draw") if c in st.coords])
-    st = st.assign_coords(realization=np.arange(st.sizes["realization"], dtype=np.int64))
-    if chain is not None:
-        st = st.assign_coords(chain=("realization", np.asarray(chain)), draw=("realization", np.asarray(draw)))
+    st = st.assign_coords(
+        realization=np.arange(n_chain * n_draw, dtype=np.int64),
+        chain=("realization", chain),
+        draw=("realization", draw),
+    )
     st.attrs = dict(ds.attrs)
     return st
 
