@@ -26,11 +26,25 @@ __all__ = [
     "MassmapWarning",
     "CatalogWarning",
     "format_offenders",
+    "describe_offenders",
 ]
 
 
 class MassmapError(ValueError):
-    """Base class of every input or data error raised by massmap_xr."""
+    """Base class of every input or data error raised by massmap_xr.
+
+    Parameters
+    ----------
+    message : str
+        The full message.
+    problems : sequence of str, optional
+        One line per rule broken when several are reported at once (also part of ``message``),
+        so that callers can inspect them individually.
+    """
+
+    def __init__(self, message: str = "", *, problems: Sequence[str] = ()):
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems)
 
 
 class CatalogError(MassmapError):
@@ -84,3 +98,46 @@ def format_offenders(labels: Sequence | np.ndarray, n_show: int = 5) -> str:
     if len(labels) > n_show:
         shown += f" (and {len(labels) - n_show} more)"
     return shown
+
+
+def describe_offenders(
+    labels: Sequence | np.ndarray,
+    mask: np.ndarray,
+    *,
+    values: np.ndarray | None = None,
+    noun: str = "halo",
+    n_show: int = 5,
+) -> str:
+    """Count and first few offenders of a rule, for error messages.
+
+    Parameters
+    ----------
+    labels : array_like
+        Labels of all entries (halo ids, realization labels), same length as ``mask``.
+    mask : numpy.ndarray of bool
+        True where the rule is broken.
+    values : array_like, optional
+        The offending variable's values (all entries); the first few offending ones are shown.
+    noun : str, default "halo"
+        What one entry is (``"halo"``, ``"realization"``).
+    n_show : int, default 5
+        How many offenders to name.
+
+    Returns
+    -------
+    str
+        e.g. ``"3 of 100 halos (first ids: 4, 8, 12; values: -1, 0, -3)"``.
+
+    Examples
+    --------
+    >>> describe_offenders([10, 11, 12], np.array([False, True, True]), values=np.array([1.0, -2.0, 0.0]))
+    '2 of 3 halos (first ids: 11, 12; values: -2, 0)'
+    """
+    labels = np.asarray(labels).ravel()
+    mask = np.asarray(mask, dtype=bool).ravel()
+    text = f"{int(mask.sum())} of {mask.size} {noun}s (first {'ids' if noun == 'halo' else 'labels'}: "
+    text += format_offenders(labels[mask], n_show)
+    if values is not None:
+        bad = np.asarray(values).ravel()[mask][:n_show]
+        text += "; values: " + ", ".join(f"{v:.6g}" if isinstance(v, (float, np.floating)) else str(v) for v in bad.tolist())
+    return text + ")"

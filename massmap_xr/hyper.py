@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from massmap_xr.errors import HyperparameterError, format_offenders
+from massmap_xr.errors import HyperparameterError, describe_offenders, format_offenders
 from massmap_xr.relation import HYPER_NAMES
 
 __all__ = ["REDDICK2013", "reddick2013", "read_hyper", "from_arviz", "as_hyper", "validate_hyper", "hyper_hash"]
@@ -101,7 +101,13 @@ def read_hyper(path) -> xr.Dataset:
         import pandas as pd
 
         sep = "," if suffix == ".csv" else r"\s+"
-        df = pd.read_csv(path, sep=sep)
+        try:
+            df = pd.read_csv(path, sep=sep, comment="#")
+        except Exception as exc:  # pandas parser errors: empty file, ragged rows, binary data, ...
+            raise HyperparameterError(
+                f"{path}: cannot be parsed as a hyperparameter table ({type(exc).__name__}: {str(exc).strip()}); "
+                f"expected a header line with {list(HYPER_NAMES)} (optional 'weight') and one row per realization"
+            ) from exc
         missing = [k for k in HYPER_NAMES if k not in df.columns]
         if missing:
             raise HyperparameterError(
@@ -114,7 +120,12 @@ def read_hyper(path) -> xr.Dataset:
         try:
             ds = xr.open_dataset(path, group="posterior")
         except (OSError, KeyError, ValueError):
-            ds = xr.open_dataset(path)
+            try:
+                ds = xr.open_dataset(path)
+            except Exception as exc:  # any reader failure is a bad input file
+                raise HyperparameterError(
+                    f"{path}: cannot be read as NetCDF ({type(exc).__name__}: {exc}); check the path and format"
+                ) from exc
         return as_hyper(ds.load())
     raise HyperparameterError(f"{path}: unknown hyperparameter file type {suffix!r}; use .csv or .nc")
 
@@ -149,45 +160,101 @@ def from_arviz(posterior) -> xr.Dataset:
 
 
 def validate_hyper(hyper: xr.Dataset) -> None:
-    """Check a hyperparameter Dataset; raise :class:`HyperparameterError` listing every problem."""
+    """Check a hyperparameter Dataset; raise :class:`HyperparameterError` listing every problem.
+
+    Rules: an :class:`xarray.Dataset` with a ``realization`` dimension of length >= 1; variables
+    ``alpha1 alpha2 alpha3 alpha4 S`` present; each of them (and ``weight`` if present) 1-D along
+    ``realization``, numeric (integer or float) and finite; ``S`` > 0; ``alpha3`` (pivot mass,
+    M_sun) > 0; ``weight`` >= 0 with a positive sum.  Every broken rule is reported in one
+    error (also available one by one as its ``problems``), with the number of realizations
+    breaking it and the first few labels.  The Dataset is not modified.
+
+    Parameters
+    ----------
+    hyper : xarray.Dataset
+        Hyperparameter realizations.
+
+    Raises
+    ------
+    HyperparameterError
+        If any rule is broken.
+
+    Examples
+    --------
+    >>> h = reddick2013(3, seed=1)
+    >>> validate_hyper(h)  # valid: returns None
+    >>> try:
+    ...     validate_hyper(h.assign(S=("realization", [0.15, -0.1, 0.0])))
+    ... except HyperparameterError as err:
+    ...     print(err.problems[0])
+    S: must be > 0 (intrinsic scatter of ln L); broken by 2 of 3 realizations (first labels: 1, 2; values: -0.1, 0); drop these draws or fix the sampler's support
+    """
     if not isinstance(hyper, xr.Dataset):
-        raise HyperparameterError(f"hyperparameters must be an xarray.Dataset, got {type(hyper).__name__}")
-    problems = []
+        raise HyperparameterError(
+            f"hyperparameters must be an xarray.Dataset, got {type(hyper).__name__}; use as_hyper(...) to convert "
+            "a mapping of arrays, an ArviZ posterior, a file path or a number of Reddick (2013) draws"
+        )
     if "realization" not in hyper.dims:
-        raise HyperparameterError(f"hyperparameters need a 'realization' dimension, got dims {tuple(hyper.dims)}")
+        raise HyperparameterError(
+            f"hyperparameters need a 'realization' dimension, got dims {tuple(hyper.dims)}; stack ArviZ "
+            "(chain, draw) samples with from_arviz(...)"
+        )
     n = hyper.sizes["realization"]
     if n == 0:
         raise HyperparameterError("hyperparameters: zero realizations; provide at least one draw")
-    missing = [k for k in HYPER_NAMES if k not in hyper]
+    missing = [k for k in HYPER_NAMES if k not in hyper.variables]
     if missing:
         raise HyperparameterError(
-            f"hyperparameters: missing variable(s) {missing}; need {list(HYPER_NAMES)} along 'realization'"
+            f"hyperparameters: missing variable(s) {missing}; need {list(HYPER_NAMES)} along 'realization' "
+            f"(optional 'weight'), found {sorted(map(str, hyper.data_vars))}"
         )
-    labels = hyper["realization"].values
+    labels = np.asarray(hyper["realization"].values)
+    problems: list[str] = []
+    rules = {
+        "S": (lambda a: a <= 0, "must be > 0 (intrinsic scatter of ln L)", "drop these draws or fix the sampler's support"),
+        "alpha3": (lambda a: a <= 0, "must be > 0 (pivot mass in M_sun, not log10)",
+                   "drop these draws, or convert a log10 pivot mass with 10**alpha3"),
+        "weight": (lambda a: a < 0, "must be >= 0", "weights are relative probabilities: drop or fix the negative ones"),
+    }
     for k in (*HYPER_NAMES, "weight"):
-        if k not in hyper:
+        if k not in hyper.variables:
             continue
         v = hyper[k]
         if v.dims != ("realization",):
-            problems.append(f"{k}: must have dims ('realization',), has {v.dims}")
+            problems.append(f"{k}: must be 1-D along 'realization', has dims {v.dims}; select or stack the extra dimension(s)")
             continue
-        if not np.issubdtype(v.dtype, np.number):
-            problems.append(f"{k}: must be numeric, has dtype {v.dtype}")
+        if v.dtype.kind not in "iuf":
+            problems.append(
+                f"{k}: must be numeric (integer or float), has dtype {v.dtype}; convert with astype(float) if the "
+                "values are numbers, or fix the table"
+            )
             continue
         a = np.asarray(v.values, dtype=float)
         bad = ~np.isfinite(a)
         if bad.any():
-            problems.append(f"{k}: {int(bad.sum())} NaN/inf value(s) at realization(s) {format_offenders(labels[bad])}")
+            problems.append(
+                f"{k}: must be finite; NaN or inf in {describe_offenders(labels, bad, values=a, noun='realization')}; "
+                "drop these draws (e.g. divergent samples)"
+            )
             continue
-        rule = {"S": ("S must be > 0", a <= 0), "alpha3": ("alpha3 (pivot mass) must be > 0", a <= 0),
-                "weight": ("weights must be >= 0", a < 0)}.get(k)
-        if rule is not None and rule[1].any():
-            problems.append(f"{k}: {rule[0]}; {int(rule[1].sum())} violate it at realization(s) {format_offenders(labels[rule[1]])}")
-    if "weight" in hyper and not problems:
-        if float(np.sum(hyper["weight"].values)) <= 0:
-            problems.append("weight: all weights are zero; at least one realization needs positive weight")
+        if k in rules:
+            test, text, todo = rules[k]
+            bad = test(a)
+            if bad.any():
+                problems.append(
+                    f"{k}: {text}; broken by {describe_offenders(labels, bad, values=a, noun='realization')}; {todo}"
+                )
+                continue
+        if k == "weight" and not np.any(a > 0):
+            problems.append(
+                f"weight: all {n} weights are zero; at least one realization needs a positive weight "
+                "(drop the variable for equal weights)"
+            )
     if problems:
-        raise HyperparameterError("invalid hyperparameters:\n  - " + "\n  - ".join(problems))
+        raise HyperparameterError(
+            f"invalid hyperparameters ({n} realizations), {len(problems)} problem(s):\n  - " + "\n  - ".join(problems),
+            problems=problems,
+        )
 
 
 def as_hyper(hyper) -> xr.Dataset:
@@ -195,21 +262,21 @@ def as_hyper(hyper) -> xr.Dataset:
 
     Accepts a Dataset (``realization`` dim, or ArviZ ``chain``/``draw``), an ArviZ
     InferenceData, a mapping name -> array, a path (CSV/NetCDF), or an int ``n`` meaning
-    ``reddick2013(n, seed=0)``.  The returned ``weight`` sums to 1.
+    ``reddick2013(n, seed=0)``.  The returned ``weight`` sums to 1.  The input is not modified.
+
+    Raises
+    ------
+    HyperparameterError
+        If the input is of an unsupported type or breaks a rule of :func:`validate_hyper`.
     """
     if isinstance(hyper, (str, Path)):
         return read_hyper(hyper)
-    if isinstance(hyper, (int, np.integer)) and not isinstance(hyper, bool):
+    if isinstance(hyper, (int, np.integer)) and not isinstance(hyper, (bool, np.bool_)):
         hyper = reddick2013(int(hyper), seed=0)
     elif hasattr(hyper, "posterior") and not isinstance(hyper, xr.Dataset):
         hyper = from_arviz(hyper)
     elif isinstance(hyper, Mapping) and not isinstance(hyper, xr.Dataset):
-        try:
-            arrays = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in hyper.items()}
-        except (TypeError, ValueError) as exc:
-            raise HyperparameterError(f"hyperparameters: values must be numeric arrays ({exc})") from None
-        arrays = dict(zip(arrays, np.broadcast_arrays(*arrays.values()), strict=True))
-        hyper = _dataset(arrays)
+        hyper = _from_mapping(hyper)
     if isinstance(hyper, xr.Dataset) and {"chain", "draw"} <= set(hyper.dims):
         hyper = from_arviz(hyper)
     validate_hyper(hyper)
@@ -219,10 +286,44 @@ def as_hyper(hyper) -> xr.Dataset:
         out[k] = out[k].astype(float)
         out[k].attrs = {**_ATTRS.get(k, {}), **out[k].attrs}
     w = np.asarray(out["weight"].values, dtype=float) if "weight" in out else np.ones(out.sizes["realization"])
+    w = w / w.max()  # scale first: the plain sum of huge weights overflows
     out["weight"] = ("realization", w / w.sum(), _ATTRS["weight"])
     if "realization" not in out.coords:
         out = out.assign_coords(realization=np.arange(out.sizes["realization"], dtype=np.int64))
     return out
+
+
+def _from_mapping(hyper: Mapping) -> xr.Dataset:
+    """A realization Dataset from a mapping name -> scalar or 1-D array (broadcast to one length)."""
+    if not hyper:
+        raise HyperparameterError(f"hyperparameters: empty mapping; need {list(HYPER_NAMES)} (optional 'weight')")
+    arrays = {}
+    for k, v in hyper.items():
+        a = np.atleast_1d(np.asarray(v))
+        if a.dtype.kind in "bcmM":
+            raise HyperparameterError(
+                f"hyperparameters: {k} must be real numbers, got values of dtype {a.dtype}; convert them to float"
+            )
+        if a.dtype.kind not in "iuf":
+            try:
+                a = a.astype(float)
+            except (TypeError, ValueError):
+                raise HyperparameterError(
+                    f"hyperparameters: {k} must be numeric, got values of dtype {a.dtype} "
+                    f"(first: {format_offenders(a, 3)})"
+                ) from None
+        if a.ndim != 1:
+            raise HyperparameterError(f"hyperparameters: {k} must be a number or a 1-D array, has shape {a.shape}")
+        arrays[str(k)] = a
+    try:
+        arrays = dict(zip(arrays, np.broadcast_arrays(*arrays.values()), strict=True))
+    except ValueError:
+        lengths = {k: a.size for k, a in arrays.items()}
+        raise HyperparameterError(
+            f"hyperparameters: arrays have different lengths {lengths}; give every name one value per "
+            "realization (or a single value shared by all)"
+        ) from None
+    return _dataset(arrays)
 
 
 def hyper_hash(hyper: xr.Dataset) -> str:
