@@ -1,20 +1,45 @@
-"""Zarr stores of posterior cubes: write, open, verify.
+"""Zarr stores of posterior cubes: write, resume, append, open, verify.
 
 Layout (Zarr format 3, specified in ``stores/README.md``): one group holding the cube's variables
-as written by xarray, plus ``massmap_chunk_crc32(halo_chunk, realization_chunk)``, the CRC-32 of
-every posterior chunk as written (-1 where a chunk has not been written yet).  The root
-attribute ``massmap_build_status`` is ``"incomplete"`` from the moment the store is created and
-becomes ``"complete"`` only after every chunk and its checksum are written, so a killed build
-never looks valid.  A build is resumable: chunks whose checksum is recorded are not redone.
-Metadata is not consolidated (see ``stores/README.md``).
+as written by xarray, plus two bookkeeping tables indexed by (halo slab, realization chunk):
+``massmap_chunk_crc32``, the CRC-32 of every posterior cell as written (-1 where it has not been
+written yet), and ``massmap_chunk_norm_error``, the largest deviation from 1 of the trapezoid
+normalisation of the (halo, realization) rows in that cell, measured when it was written.
+
+The posterior is stored in shards of one halo slab (``halo_chunk`` halos, every mass, every
+realization) holding small inner chunks (``inner_halo_chunk`` halos × every mass ×
+``realization_chunk`` realizations), Blosc LZ4 with bit shuffle, so that a slab is written as one
+object and one halo or one realization is read without decompressing a whole slab.
+
+Build life cycle (root attribute ``massmap_build_status``):
+
+1. the store directory is created (atomically for local paths: two builds racing for one new
+   path cannot both succeed) and the template written with status ``"incomplete"``; the root
+   attribute ``massmap_template`` becomes ``"complete"`` once every array exists;
+2. halo slabs are written, each followed by its row of checksums (by one process, or by several
+   processes each writing disjoint, slab-aligned halo ranges: :func:`write_slabs`);
+3. :func:`finalize_store` checks that every checksum is present, records invariants (halo and
+   realization counts, checksum-table digest, checksums of every other variable) and sets the
+   status to ``"complete"``; it is the last write.
+
+A killed build is finished by ``to_store(..., resume=True)``: slabs with recorded checksums are
+kept, the others written.  :func:`append_halos` and :func:`append_realizations` extend a
+complete store without rewriting what is there, except the one partly filled slab or shard that
+the new data share with the old; they are interruptible and resumable in the same way (call
+them again with the same cube).  Every chunk object is replaced atomically (a local store writes
+a temporary file and renames it; object stores replace whole objects), so an interrupted write
+never leaves a half-written chunk.  Metadata is not consolidated (see ``stores/README.md``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import uuid
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import dask
 import numpy as np
@@ -22,38 +47,115 @@ import xarray as xr
 import zarr
 
 import massmap_xr
-from massmap_xr.errors import IncompleteStoreError, SchemaVersionError, StoreError
+from massmap_xr.errors import (
+    IncompleteStoreError,
+    SchemaVersionError,
+    StoreError,
+    format_offenders,
+)
 
-__all__ = ["to_store", "open_store", "verify_store", "store_info", "StoreLayout", "CRC_NAME", "VerifyReport"]
+__all__ = [
+    "CRC_NAME",
+    "NORM_NAME",
+    "StoreLayout",
+    "VerifyReport",
+    "append_halos",
+    "append_realizations",
+    "finalize_store",
+    "init_store",
+    "open_store",
+    "store_info",
+    "to_store",
+    "verify_store",
+    "write_slabs",
+]
 
 CRC_NAME = "massmap_chunk_crc32"
+NORM_NAME = "massmap_chunk_norm_error"
 STATUS = "massmap_build_status"
+TEMPLATE = "massmap_template"
+LAYOUT = "massmap_layout"
+BUILD_ID = "massmap_build_id"
+PENDING = "massmap_pending"
+TABLE_CRC = "massmap_checksum_table_crc32"
+VAR_CRC = "massmap_variable_crc32"
+N_HALO = "massmap_n_halo"
+N_REAL = "massmap_n_realization"
+_BOOKKEEPING = (STATUS, TEMPLATE, LAYOUT, BUILD_ID, PENDING, TABLE_CRC, VAR_CRC)
+_TABLES = (CRC_NAME, NORM_NAME)
 _REQUIRED_VARS = ("posterior", "z", "lum_obs", "alpha1", "alpha2", "alpha3", "alpha4", "S", "weight")
 _REQUIRED_COORDS = ("halo", "mass", "log10_mass", "realization")
-#: target bytes of one stored (compressed-before) posterior chunk
-_CHUNK_BYTES = 16 * 2**20
+#: attributes that must agree between a store and a cube written into it
+_MODEL_ATTRS = ("method", "n_lum", "mc_seed", "sigma_obs_default")
+#: target bytes of one inner (compression) chunk of the posterior
+_INNER_BYTES = 512 * 2**10
+#: preferred halos per inner chunk (one-halo reads decompress inner chunks of this many halos)
+_INNER_HALOS = 32
+#: tolerance of the trapezoid normalisation checked by verify_store
+NORM_ATOL = 1e-4
 
 
 def _codec():
+    """Compressor of the posterior's inner chunks (see ``stores/README.md`` for the measurements)."""
     from zarr.codecs import BloscCodec
 
-    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=4)
+    return BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=4)
 
 
+# --------------------------------------------------------------------------- layout
 @dataclass(frozen=True)
 class StoreLayout:
-    """Chunking of a store's posterior: halos per slab and realizations per chunk."""
+    """Chunking of a store's posterior.
+
+    Parameters
+    ----------
+    n_halo, n_mass, n_realization : int
+        Shape of ``posterior``.
+    halo_chunk : int
+        Halos per slab: the unit of writing, of region alignment and of the checksum table rows.
+        With sharding it is the shard's halo extent.
+    realization_chunk : int
+        Realizations per stored (inner) chunk: the checksum table's column unit.
+    inner_halo_chunk : int, optional
+        Halos per inner chunk (divides ``halo_chunk``); defaults to ``halo_chunk`` (no sharding).
+    realization_shard : int, optional
+        Realizations per shard (a multiple of ``realization_chunk``); defaults to
+        ``realization_chunk`` (no sharding).
+    """
 
     n_halo: int
     n_mass: int
     n_realization: int
     halo_chunk: int
     realization_chunk: int
+    inner_halo_chunk: int = 0
+    realization_shard: int = 0
 
     def __post_init__(self):
-        for k in ("halo_chunk", "realization_chunk"):
+        if self.inner_halo_chunk == 0:
+            object.__setattr__(self, "inner_halo_chunk", self.halo_chunk)
+        if self.realization_shard == 0:
+            object.__setattr__(self, "realization_shard", self.realization_chunk)
+        for k in ("halo_chunk", "realization_chunk", "inner_halo_chunk", "realization_shard"):
             if getattr(self, k) < 1:
                 raise StoreError(f"store layout: {k} must be >= 1, got {getattr(self, k)}")
+        for k in ("n_halo", "n_mass", "n_realization"):
+            if getattr(self, k) < 0:
+                raise StoreError(f"store layout: {k} must be >= 0, got {getattr(self, k)}")
+        if self.halo_chunk % self.inner_halo_chunk:
+            raise StoreError(
+                f"store layout: inner_halo_chunk ({self.inner_halo_chunk}) must divide halo_chunk ({self.halo_chunk})"
+            )
+        if self.realization_shard % self.realization_chunk:
+            raise StoreError(
+                f"store layout: realization_shard ({self.realization_shard}) must be a multiple of "
+                f"realization_chunk ({self.realization_chunk})"
+            )
+
+    @property
+    def sharded(self) -> bool:
+        """True when the posterior is stored in shards holding several inner chunks."""
+        return self.inner_halo_chunk != self.halo_chunk or self.realization_shard != self.realization_chunk
 
     @property
     def n_halo_chunks(self) -> int:
@@ -69,17 +171,88 @@ class StoreLayout:
     def realization_slice(self, j: int) -> slice:
         return slice(j * self.realization_chunk, min((j + 1) * self.realization_chunk, self.n_realization))
 
+    def describe_cell(self, i: int, j: int) -> str:
+        """``"chunk (i, j): halos [a, b), realizations [c, d)"`` for messages."""
+        hs, rs = self.halo_slice(i), self.realization_slice(j)
+        return f"chunk ({i}, {j}): halos [{hs.start}, {hs.stop}), realizations [{rs.start}, {rs.stop})"
+
+    def replace(self, **kw) -> StoreLayout:
+        return StoreLayout(**{**self.to_dict(), **kw})
+
+    _KEYS = ("n_halo", "n_mass", "n_realization", "halo_chunk", "realization_chunk", "inner_halo_chunk",
+             "realization_shard")
+
     def to_dict(self) -> dict:
-        return {k: int(getattr(self, k)) for k in ("n_halo", "n_mass", "n_realization", "halo_chunk", "realization_chunk")}
+        return {k: int(getattr(self, k)) for k in self._KEYS}
 
     @classmethod
     def from_dict(cls, d: dict) -> StoreLayout:
-        return cls(**{k: int(d[k]) for k in ("n_halo", "n_mass", "n_realization", "halo_chunk", "realization_chunk")})
+        try:
+            return cls(**{k: int(d.get(k, 0)) if k in ("inner_halo_chunk", "realization_shard") else int(d[k])
+                          for k in cls._KEYS})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"store layout record is malformed ({exc!r}): {d!r}") from None
 
 
-def _default_realization_chunk(halo_chunk: int, n_mass: int, n_r: int) -> int:
-    rc = max(1, _CHUNK_BYTES // (4 * halo_chunk * n_mass))
-    return int(min(rc, n_r))
+def _default_inner_halo_chunk(halo_chunk: int) -> int:
+    """Largest divisor of ``halo_chunk`` not above 32 (the whole slab if that leaves < 4 halos)."""
+    if halo_chunk <= _INNER_HALOS:
+        return halo_chunk
+    best = max(d for d in range(1, _INNER_HALOS + 1) if halo_chunk % d == 0)
+    return best if best >= 4 else halo_chunk
+
+
+def _make_layout(n_h, n_m, n_r, halo_chunk, realization_chunk=None, inner_halo_chunk=None) -> StoreLayout:
+    ih = _default_inner_halo_chunk(halo_chunk) if inner_halo_chunk is None else int(inner_halo_chunk)
+    if ih < 1 or halo_chunk % ih:
+        raise StoreError(f"inner_halo_chunk must be a positive divisor of the halo slab size {halo_chunk}, got {ih}")
+    if realization_chunk is None:
+        rc = max(1, _INNER_BYTES // (4 * ih * max(n_m, 1)))
+    else:
+        rc = int(realization_chunk)
+        if rc < 1:
+            raise StoreError(f"realization_chunk must be >= 1, got {realization_chunk!r}")
+    rc = int(min(rc, max(n_r, 1)))
+    shard_r = -(-max(n_r, 1) // rc) * rc
+    return StoreLayout(n_h, n_m, n_r, int(halo_chunk), rc, ih, shard_r)
+
+
+def _layout_for(ds: xr.Dataset, realization_chunk=None, inner_halo_chunk=None) -> tuple[StoreLayout, xr.Dataset]:
+    """Layout of a new store for ``ds`` and ``ds`` with its posterior in regular halo slabs."""
+    post = ds["posterior"]
+    n_h, n_m, n_r = post.shape
+    if post.chunks is None:
+        post = post.chunk({"halo": max(1, min(n_h, 512)), "mass": -1, "realization": -1})
+    hc = post.chunks[0]
+    if len(set(hc[:-1])) > 1 or (len(hc) > 1 and hc[-1] > hc[0]):
+        post = post.chunk({"halo": hc[0]})
+    post = post.chunk({"mass": -1, "realization": -1})
+    layout = _make_layout(n_h, n_m, n_r, post.chunks[0][0], realization_chunk, inner_halo_chunk)
+    return layout, ds.assign(posterior=post)
+
+
+def _slab_chunks(start: int, n: int, hc: int) -> tuple[int, ...]:
+    """Chunk sizes along halo of ``n`` halos starting at store index ``start`` so that block
+    boundaries fall on slab boundaries (multiples of ``hc``)."""
+    out, pos, end = [], start, start + n
+    while pos < end:
+        stop = min((pos // hc + 1) * hc, end)
+        out.append(stop - pos)
+        pos = stop
+    return tuple(out)
+
+
+def _posterior_blocks(ds: xr.Dataset, start: int, hc: int):
+    """Delayed posterior blocks of ``ds`` aligned to the store's slabs (``ds`` starts at ``start``)."""
+    post = ds["posterior"].transpose("halo", "mass", "realization").data
+    import dask.array as da
+
+    if not isinstance(post, da.Array):
+        post = da.from_array(np.asarray(post), chunks=(hc, -1, -1))
+    want = (_slab_chunks(start, post.shape[0], hc), (post.shape[1],), (post.shape[2],))
+    if post.chunks != want:
+        post = post.rechunk(want)
+    return post.to_delayed().ravel()
 
 
 # --------------------------------------------------------------------------- fsspec helpers
@@ -97,7 +270,7 @@ def _is_local(path) -> bool:
 
 def _local_path(path) -> str:
     s = str(path)
-    return s[len("file://"):] if s.startswith("file://") else s
+    return s.removeprefix("file://")
 
 
 def _zarr_store(path, storage_options=None, read_only=False):
@@ -109,6 +282,14 @@ def _zarr_store(path, storage_options=None, read_only=False):
 def _exists(path, storage_options=None) -> bool:
     fs, root = _fs(path, storage_options)
     return fs.exists(root)
+
+
+def _open_group(path, storage_options=None, mode="r"):
+    try:
+        return zarr.open_group(_zarr_store(path, storage_options, read_only=mode == "r"), mode=mode)
+    except (zarr.errors.GroupNotFoundError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
+        raise StoreError(f"{str(path)!r} is not a readable Zarr group ({type(exc).__name__}: {exc}); "
+                         "expected a massmap cube store") from None
 
 
 def _create_root(path, storage_options, mode):
@@ -126,69 +307,120 @@ def _create_root(path, storage_options, mode):
             os.makedirs(os.path.dirname(os.path.abspath(_local_path(path))), exist_ok=True)
             os.mkdir(_local_path(path))
         except FileExistsError:
-            raise StoreError(f"store {str(path)!r} was created by another process while this build started") from None
+            raise StoreError(
+                f"store {str(path)!r} was created by another process while this build started; "
+                "two builds cannot write the same new store"
+            ) from None
     else:
         fs.mkdir(root, create_parents=True)
 
 
-# --------------------------------------------------------------------------- writing
-def _check_cube(ds: xr.Dataset) -> None:
-    if not isinstance(ds, xr.Dataset):
-        raise StoreError(f"to_store: expected a cube Dataset, got {type(ds).__name__}")
-    missing = [k for k in (*_REQUIRED_VARS, *_REQUIRED_COORDS) if k not in ds.variables]
-    if missing or "massmap_schema_version" not in ds.attrs:
-        raise StoreError(
-            f"to_store: not a massmap cube (missing {missing or ['attribute massmap_schema_version']}); "
-            "build one with build_posterior()"
-        )
-    if ds["posterior"].dims != ("halo", "mass", "realization"):
-        raise StoreError(f"to_store: posterior must have dims (halo, mass, realization), has {ds['posterior'].dims}")
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 
-def _layout_for(ds: xr.Dataset, realization_chunk: int | None) -> tuple[StoreLayout, xr.Dataset]:
-    post = ds["posterior"]
-    n_h, n_m, n_r = post.shape
-    if post.chunks is None:
-        post = post.chunk({"halo": max(1, min(n_h, 512)), "mass": -1, "realization": -1})
-    hc = post.chunks[0]
-    if len(set(hc[:-1])) > 1 or (len(hc) > 1 and hc[-1] > hc[0]):
-        post = post.chunk({"halo": hc[0]})
-    post = post.chunk({"mass": -1, "realization": -1})
-    h = post.chunks[0][0]
-    rc = _default_realization_chunk(h, n_m, n_r) if realization_chunk is None else int(realization_chunk)
-    layout = StoreLayout(n_h, n_m, n_r, h, min(max(rc, 1), n_r))
-    return layout, ds.assign(posterior=post)
+def _remove_partial_files(path) -> int:
+    """Delete temporary files left by writes killed before their rename (local stores only)."""
+    if not _is_local(path):
+        return 0
+    n = 0
+    for d, _, files in os.walk(_local_path(path)):
+        for f in files:
+            if _PARTIAL.search(f):
+                os.unlink(os.path.join(d, f))
+                n += 1
+    return n
 
 
-def _encoding(ds: xr.Dataset, layout: StoreLayout) -> dict:
-    enc = {"posterior": {"chunks": (layout.halo_chunk, layout.n_mass, layout.realization_chunk),
-                         "compressors": (_codec(),), "_FillValue": np.float32(np.nan)}}
-    for k, v in ds.variables.items():
-        if k != "posterior":
-            enc[k] = {"chunks": v.shape if v.ndim else None} if v.ndim else {}
-            if v.dtype.kind == "f":
-                enc[k]["_FillValue"] = np.nan
-    return {k: {kk: vv for kk, vv in e.items() if vv is not None} for k, e in enc.items()}
+# --------------------------------------------------------------------------- small helpers
+def _jsonable(v):
+    return json.loads(json.dumps(v, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def _crcs(block: np.ndarray, layout: StoreLayout) -> list[int]:
-    return [zlib.crc32(np.ascontiguousarray(block[:, :, layout.realization_slice(j)]).tobytes())
-            for j in range(layout.n_realization_chunks)]
+def _same(a, b) -> bool:
+    return _jsonable(a) == _jsonable(b)
 
 
-def _write_slab(block: np.ndarray, i: int, path: str, layout_dict: dict, storage_options) -> tuple[int, list[int]]:
-    """Write one halo slab of the posterior and return its per-chunk CRC-32s (runs on workers)."""
+def _dims(arr) -> tuple:
+    return tuple(arr.metadata.dimension_names or ())
+
+
+def _arrays(group) -> dict:
+    return {name: arr for name, arr in group.arrays()}
+
+
+def _read_layout(attrs: dict, path) -> StoreLayout:
+    if LAYOUT not in attrs:
+        raise StoreError(f"{str(path)!r}: massmap store has no {LAYOUT!r} attribute; it is damaged or was "
+                         "not written by massmap_xr. Rebuild it with to_store(..., mode='w')")
+    raw = attrs[LAYOUT]
+    return StoreLayout.from_dict(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+def _template_complete(group, attrs) -> bool:
+    if attrs.get(TEMPLATE) == "complete" or attrs.get(STATUS) == "complete":
+        return True
+    # stores written before the template flag existed: a recorded checksum proves the template was done
+    if CRC_NAME in group and LAYOUT in attrs:
+        try:
+            return bool(np.any(group[CRC_NAME][...] >= 0))
+        except Exception:  # noqa: BLE001 - unreadable table: not provably complete
+            return False
+    return False
+
+
+def _trapezoid(group) -> np.ndarray:
+    from massmap_xr.kernel import trapezoid_weights
+
+    return trapezoid_weights(np.asarray(group["log10_mass"][...], dtype=float))
+
+
+def _crc(a: np.ndarray) -> int:
+    """CRC-32 of an array's bytes in C order (no copy when it is already contiguous)."""
+    return zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"))
+
+
+def _norm_error(block: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """|trapezoid integral over mass - 1| for every (halo, realization) of ``block``, float64."""
+    return np.abs(np.einsum("m,hmr->hr", w, block, dtype=np.float64) - 1.0)
+
+
+def _cell_stats(block: np.ndarray, r0: int, rc: int, w: np.ndarray | None) -> tuple[list[int], list[float]]:
+    """CRC-32 and normalisation error of each realization cell of ``block`` (cells start at ``r0``,
+    a multiple of ``rc``, and end at the block's end); no normalisation when ``w`` is None."""
+    n_r = block.shape[2]
+    crcs = [_crc(block[:, :, s:s + rc]) for s in range(0, n_r, rc)]
+    if w is None:
+        return crcs, [float("nan")] * len(crcs)
+    err = _norm_error(block, w)
+    errs = [float(np.max(err[:, s:s + rc])) if err[:, s:s + rc].size else 0.0 for s in range(0, n_r, rc)]
+    return crcs, errs
+
+
+def _write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: int, w, old=None):
+    """Write ``block`` at ``posterior[h0:, :, r0:]`` and return its cells' checksums (runs on workers).
+
+    ``old`` (append only) describes stored data to keep in front of ``block``: a dict with the
+    region ``h``/``r`` to read, the ``axis`` to concatenate along, and the checksums ``crc`` it had
+    when the append started (verified before anything is rewritten).
+    """
     layout = StoreLayout.from_dict(layout_dict)
-    block = np.ascontiguousarray(block, dtype=np.float32)
+    block = np.asarray(block, dtype=np.float32)
     arr = zarr.open_array(_zarr_store(path, storage_options), path="posterior", mode="r+")
-    arr[layout.halo_slice(i)] = block
-    return i, _crcs(block, layout)
-
-
-def _progress(total, desc, enabled):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="halo", unit_scale=True, disable=not enabled, smoothing=0.1)
+    if old is not None:
+        (a, b), (c, d) = old["h"], old["r"]
+        prev = np.asarray(arr[a:b, :, c:d])
+        crcs, _ = _cell_stats(prev, c, layout.realization_chunk, None)
+        if [int(x) for x in crcs] != [int(x) for x in old["crc"]]:
+            bad = [k for k, (x, y) in enumerate(zip(crcs, old["crc"], strict=True)) if int(x) != int(y)]
+            raise StoreError(
+                f"{str(path)!r}: stored posterior halos [{a}, {b}), realizations [{c}, {d}) no longer match their "
+                f"checksums (realization cells {bad}); the store was damaged during the append. Restore it from a "
+                "backup or rebuild it"
+            )
+        block = np.concatenate([prev, block], axis=old["axis"])
+    block = np.ascontiguousarray(block)
+    arr[h0:h0 + block.shape[0], :, r0:r0 + block.shape[2]] = block
+    return _cell_stats(block, r0, layout.realization_chunk, w)
 
 
 def _n_workers() -> int:
@@ -201,6 +433,516 @@ def _n_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _progress(total, desc, enabled, initial=0):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="halo", unit_scale=True, disable=not enabled,
+                smoothing=0.1)
+
+
+@dataclass
+class _Job:
+    row: int          # checksum-table row (halo slab index)
+    block: object     # delayed or numpy block of new data
+    h0: int           # first store halo written
+    r0: int           # first store realization written
+    n_halo: int       # halos counted for progress
+    old: dict | None = field(default=None)
+
+
+def _run_jobs(jobs: list[_Job], path, storage_options, layout: StoreLayout, *, progress: bool, total: int,
+              initial: int, desc: str, build_id: str | None) -> None:
+    """Compute and write jobs ``2 × workers`` at a time; record checksums after each batch."""
+    if not jobs:
+        return
+    group = _open_group(path, storage_options, mode="r+")
+    crc_arr = group[CRC_NAME]
+    norm_arr = group.get(NORM_NAME, None)
+    w = _trapezoid(group)
+    batch = max(2, 2 * _n_workers())
+    write = dask.delayed(_write_block, pure=False)
+    with _progress(total, desc, progress, initial) as bar:
+        for b0 in range(0, len(jobs), batch):
+            if build_id is not None:
+                _check_build_id(path, storage_options, build_id)
+            part = jobs[b0:b0 + batch]
+            tasks = [write(j.block, path, storage_options, layout.to_dict(), j.h0, j.r0, w, j.old) for j in part]
+            for j, (crcs, errs) in zip(part, dask.compute(*tasks), strict=True):
+                c0 = j.r0 // layout.realization_chunk
+                if norm_arr is not None:
+                    norm_arr[j.row, c0:c0 + len(errs)] = np.asarray(errs, dtype=np.float64)
+                crc_arr[j.row, c0:c0 + len(crcs)] = np.asarray(crcs, dtype=np.int64)
+                bar.update(j.n_halo)
+
+
+def _check_build_id(path, storage_options, build_id):
+    now = dict(_open_group(path, storage_options).attrs).get(BUILD_ID)
+    if now != build_id:
+        raise StoreError(
+            f"store {str(path)!r} was replaced by another build (build id {now!r}, expected {build_id!r}) "
+            "while this one was writing; this build's result is not valid. Rebuild with one writer at a time"
+        )
+
+
+# --------------------------------------------------------------------------- cube checks
+def _check_cube(ds: xr.Dataset, what: str = "to_store") -> None:
+    if not isinstance(ds, xr.Dataset):
+        raise StoreError(f"{what}: expected a cube Dataset, got {type(ds).__name__}")
+    missing = [k for k in (*_REQUIRED_VARS, *_REQUIRED_COORDS) if k not in ds.variables]
+    if missing or "massmap_schema_version" not in ds.attrs:
+        raise StoreError(
+            f"{what}: not a massmap cube (missing {missing or ['attribute massmap_schema_version']}); "
+            "build one with build_posterior()"
+        )
+    if set(ds["posterior"].dims) != {"halo", "mass", "realization"}:
+        raise StoreError(f"{what}: posterior must have dims (halo, mass, realization), has {ds['posterior'].dims}")
+
+
+def _model_problems(ds: xr.Dataset, attrs: dict, group, *, keys: Iterable[str]) -> list[str]:
+    """Differences between a cube and a store that make the cube's values foreign to the store."""
+    problems = []
+    prior_keys = sorted({k for k in (*attrs, *ds.attrs) if k.startswith("prior")})
+    hashes = _cube_hashes(ds) if keys else {}
+    for key in (*keys, *_MODEL_ATTRS, *prior_keys):
+        mine = hashes[key] if key in hashes else ds.attrs.get(key)
+        if not _same(attrs.get(key), mine):
+            problems.append(f"{key}: store has {attrs.get(key)!r}, cube has {mine!r}")
+    stored_mass = np.asarray(group["mass"][...])
+    if stored_mass.shape != ds["mass"].shape or not np.array_equal(stored_mass, ds["mass"].values):
+        problems.append(f"mass grid differs (store: {stored_mass.size} points, cube: {ds.sizes['mass']} points)")
+    return problems
+
+
+def _raise_problems(problems: list[str], head: str, fix: str) -> None:
+    if problems:
+        raise StoreError(head + ":\n  - " + "\n  - ".join(problems) + "\n" + fix)
+
+
+def _catalog_hash_of(values: dict) -> tuple[str, str]:
+    """Catalogue hashes of ``values`` (halo, z, lum_obs, sigma_obs) with and without sigma_obs.
+
+    :func:`massmap_xr.cube.catalog_hash` includes ``sigma_obs`` only when the catalogue had it,
+    so a store's hash is one of the two.
+    """
+    from massmap_xr.cube import catalog_hash
+
+    cat = xr.Dataset({k: ("halo", np.asarray(v)) for k, v in values.items() if k != "halo"},
+                     coords={"halo": np.asarray(values["halo"])})
+    return catalog_hash(cat), catalog_hash(cat.drop_vars("sigma_obs"))
+
+
+def _stored_catalog(group, sl=slice(None)) -> dict:
+    return {k: np.asarray(group[k][sl]) for k in ("halo", "z", "lum_obs", "sigma_obs")}
+
+
+def _hyper_hash_of(values: dict) -> str:
+    from massmap_xr.hyper import hyper_hash
+
+    return hyper_hash(xr.Dataset({k: ("realization", np.asarray(v, dtype=float)) for k, v in values.items()}))
+
+
+def _cube_hashes(ds: xr.Dataset) -> dict:
+    """The cube's ``catalog_hash`` and ``hyper_hash`` as its data define them.
+
+    A cube's attributes go stale when it is subset (``cube.isel(halo=...)``); the store records
+    hashes that match what it holds, keeping the cube's own convention for ``catalog_hash``
+    (with or without ``sigma_obs``) when its attribute is current.
+    """
+    from massmap_xr.relation import HYPER_NAMES
+
+    with_s, without_s = _catalog_hash_of({k: ds[k].values for k in ("halo", "z", "lum_obs", "sigma_obs")})
+    ch = ds.attrs.get("catalog_hash")
+    return {
+        "catalog_hash": ch if ch in (with_s, without_s) else with_s,
+        "hyper_hash": _hyper_hash_of({**{k: ds[k].values for k in HYPER_NAMES}, "weight": _stored_weight(ds)}),
+    }
+
+
+def _stored_weight(ds: xr.Dataset) -> np.ndarray:
+    """The cube's weights as stored: summing to 1 (a realization subset of a cube is renormalised)."""
+    w = np.asarray(ds["weight"].values, dtype=float)
+    total = float(w.sum())
+    if not total > 0:
+        raise StoreError(f"weight: the realization weights sum to {total!r}; at least one must be positive")
+    return w if abs(total - 1.0) <= 1e-12 else w / total
+
+
+# --------------------------------------------------------------------------- template
+def _encoding(ds: xr.Dataset, layout: StoreLayout) -> dict:
+    post = {"chunks": (layout.inner_halo_chunk, layout.n_mass, layout.realization_chunk),
+            "compressors": (_codec(),), "_FillValue": np.float32(np.nan)}
+    if layout.sharded:
+        post["shards"] = (layout.halo_chunk, layout.n_mass, layout.realization_shard)
+    enc = {"posterior": post}
+    for k, v in ds.variables.items():
+        if k == "posterior":
+            continue
+        e = {}
+        if v.ndim:
+            chunks = list(v.shape)
+            for ax, dim in enumerate(v.dims):
+                # along halo and realization, chunk like the posterior's shards (a chunk may exceed the
+                # current length: appends then fill it instead of starting misaligned chunks)
+                if dim == "halo":
+                    chunks[ax] = layout.halo_chunk
+                elif dim == "realization":
+                    chunks[ax] = layout.realization_shard
+            e["chunks"] = tuple(max(1, c) for c in chunks)
+        if v.dtype.kind == "f":
+            e["_FillValue"] = np.nan
+        enc[k] = e
+    return enc
+
+
+def _write_template(ds: xr.Dataset, path, layout: StoreLayout, storage_options) -> str:
+    import dask.array as da
+
+    build_id = uuid.uuid4().hex
+    attrs = {**ds.attrs, **_cube_hashes(ds), STATUS: "incomplete", LAYOUT: json.dumps(layout.to_dict()),
+             BUILD_ID: build_id}
+    attrs.pop(TEMPLATE, None)
+    attrs.pop(PENDING, None)
+    post = ds["posterior"].transpose("halo", "mass", "realization")
+    empty = da.empty(post.shape, chunks=(layout.halo_chunk, layout.n_mass, layout.n_realization), dtype=np.float32)
+    tmpl = ds.assign(posterior=(post.dims, empty, dict(post.attrs)),
+                     weight=ds["weight"].copy(data=_stored_weight(ds)))
+    tmpl.attrs = attrs
+    tmpl.to_zarr(_zarr_store(path, storage_options), mode="w", compute=False, consolidated=False,
+                 zarr_format=3, encoding=_encoding(tmpl, layout))
+    group = _open_group(path, storage_options, mode="r+")
+    width = max(layout.n_realization_chunks, 1024)
+    for name, dtype, fill, long_name in (
+        (NORM_NAME, "float64", np.nan,
+         "largest |trapezoid integral - 1| over the (halo, realization) rows of each posterior cell, at write time"),
+        (CRC_NAME, "int64", -1, "CRC-32 of each posterior cell as written (-1: not written)"),
+    ):
+        group.create_array(
+            name, shape=(layout.n_halo_chunks, layout.n_realization_chunks), chunks=(1, width), dtype=dtype,
+            fill_value=fill, dimension_names=("halo_chunk", "realization_chunk"),
+            attributes={"long_name": long_name},
+        )
+    group.attrs[TEMPLATE] = "complete"
+    return build_id
+
+
+def _init(ds, path, storage_options, mode, realization_chunk, inner_halo_chunk) -> tuple[StoreLayout, str]:
+    layout, ds = _layout_for(ds, realization_chunk, inner_halo_chunk)
+    _create_root(path, storage_options, mode)
+    return layout, _write_template(ds, path, layout, storage_options)
+
+
+def init_store(
+    ds: xr.Dataset,
+    path,
+    *,
+    mode: str = "w-",
+    realization_chunk: int | None = None,
+    inner_halo_chunk: int | None = None,
+    storage_options: dict | None = None,
+) -> StoreLayout:
+    """Create a store for ``ds``: every array and attribute, no posterior values (status incomplete).
+
+    Use with :func:`write_slabs` (possibly from several processes, each with disjoint halo slabs)
+    and :func:`finalize_store`; :func:`to_store` does all three.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The cube (lazy is fine: only its metadata, coordinates and small variables are written).
+    path : str or path-like
+        Local path or fsspec URL.
+    mode : {"w-", "w"}
+        ``"w-"`` refuses an existing path (atomically for local paths); ``"w"`` replaces it.
+    realization_chunk : int, optional
+        Realizations per stored chunk (default: inner chunks of about 512 KiB).
+    inner_halo_chunk : int, optional
+        Halos per stored chunk inside a slab's shard (a divisor of the slab size; default: the
+        largest divisor not above 32).
+    storage_options : dict, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    StoreLayout
+        The layout: ``halo_chunk`` is the slab size that halo ranges given to
+        :func:`write_slabs` must be aligned to.
+    """
+    _check_cube(ds, "init_store")
+    if mode not in ("w-", "w"):
+        raise StoreError(f"init_store: mode must be 'w-' (refuse existing) or 'w' (replace), got {mode!r}")
+    return _init(ds, str(path), storage_options, mode, realization_chunk, inner_halo_chunk)[0]
+
+
+# --------------------------------------------------------------------------- writing slabs
+def _locate_cube(ds: xr.Dataset, group, attrs, layout: StoreLayout, path) -> int:
+    """Store index of the cube's first halo (0 for the whole cube); checks the cube belongs here."""
+    n = ds.sizes["halo"]
+    ids = np.asarray(ds["halo"].values)
+    problems = _model_problems(ds, attrs, group, keys=("hyper_hash",))
+    shape = (layout.n_mass, layout.n_realization)
+    if (ds.sizes["mass"], ds.sizes["realization"]) != shape:
+        problems.append(f"cube has {ds.sizes['mass']} masses x {ds.sizes['realization']} realizations, "
+                        f"store has {shape[0]} x {shape[1]}")
+    if problems:
+        _raise_problems(problems, f"cube does not belong to store {str(path)!r}",
+                        "Write it to a new store (mode='w') or build the cube with the store's settings.")
+    if n == layout.n_halo and _same(attrs.get("catalog_hash"), _cube_hashes(ds)["catalog_hash"]):
+        return 0
+    stored_ids = np.asarray(group["halo"][...])
+    hit = np.flatnonzero(stored_ids == ids[0]) if n else np.array([], dtype=int)
+    start = int(hit[0]) if hit.size else -1
+    if start < 0 or start + n > layout.n_halo or not np.array_equal(stored_ids[start:start + n], ids):
+        raise StoreError(
+            f"cube does not belong to store {str(path)!r}: its catalogue hash differs and its {n} halo ids are not a "
+            f"contiguous run of the store's {layout.n_halo} halo ids. Write it to a new store (mode='w')"
+        )
+    stored = _stored_catalog(group, slice(start, start + n))
+    for k in ("z", "lum_obs", "sigma_obs"):
+        if not np.array_equal(stored[k], np.asarray(ds[k].values, dtype=stored[k].dtype)):
+            raise StoreError(f"cube does not belong to store {str(path)!r}: halos [{start}, {start + n}) have "
+                             f"different {k!r} values in the store. Write it to a new store (mode='w')")
+    if start % layout.halo_chunk or ((start + n) % layout.halo_chunk and start + n != layout.n_halo):
+        raise StoreError(
+            f"cube covers store halos [{start}, {start + n}), which is not aligned to the store's slabs of "
+            f"{layout.halo_chunk} halos; concurrent writers must cover whole slabs (start and stop multiples of "
+            f"{layout.halo_chunk}, or stop = n_halo = {layout.n_halo})"
+        )
+    return start
+
+
+def _select_rows(layout: StoreLayout, cube_start: int, cube_n: int, halo_chunks, halo_range) -> list[int]:
+    first, last = cube_start // layout.halo_chunk, -(-(cube_start + cube_n) // layout.halo_chunk)
+    if halo_chunks is not None and halo_range is not None:
+        raise StoreError("write_slabs: give halo_chunks or halo_range, not both")
+    if halo_range is not None:
+        try:
+            a, b = (int(v) for v in halo_range)
+        except (TypeError, ValueError):
+            raise StoreError(f"write_slabs: halo_range must be (start, stop), got {halo_range!r}") from None
+        hc = layout.halo_chunk
+        if not (0 <= a < b <= layout.n_halo):
+            raise StoreError(f"write_slabs: halo_range [{a}, {b}) is outside [0, {layout.n_halo})")
+        if a % hc or (b % hc and b != layout.n_halo):
+            raise StoreError(
+                f"write_slabs: halo_range [{a}, {b}) is not aligned to the store's slabs of {hc} halos: start and "
+                f"stop must be multiples of {hc} (stop may also be n_halo = {layout.n_halo}); misaligned concurrent "
+                f"writes would lose data. Nearest aligned range: [{a - a % hc}, {min(layout.n_halo, -(-b // hc) * hc)})"
+            )
+        rows = list(range(a // hc, -(-b // hc)))
+    elif halo_chunks is not None:
+        rows = sorted({int(i) for i in halo_chunks})
+        bad = [i for i in rows if not 0 <= i < layout.n_halo_chunks]
+        if bad:
+            raise StoreError(f"write_slabs: halo slab index(es) {format_offenders(bad)} out of range "
+                             f"[0, {layout.n_halo_chunks})")
+    else:
+        rows = list(range(first, last))
+    outside = [i for i in rows if not first <= i < last]
+    if outside:
+        raise StoreError(
+            f"write_slabs: slab(s) {format_offenders(outside)} are not covered by the cube, which holds store halos "
+            f"[{cube_start}, {cube_start + cube_n}) (slabs {first}..{last - 1})"
+        )
+    return rows
+
+
+def write_slabs(
+    ds: xr.Dataset,
+    path,
+    *,
+    halo_chunks: Sequence[int] | None = None,
+    halo_range: tuple[int, int] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    storage_options: dict | None = None,
+) -> list[int]:
+    """Compute and write posterior slabs of ``ds`` into a store made by :func:`init_store`.
+
+    Several processes may call this at once on one store as long as their slabs are disjoint:
+    each slab is one shard object plus one row of the checksum table, so writers never touch the
+    same object.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The whole cube, or a contiguous, slab-aligned run of its halos (e.g. built from a slice of
+        the catalogue); its hyperparameters, mass grid, method and prior must match the store's.
+    path : str or path-like
+        Store path or fsspec URL.
+    halo_chunks : sequence of int, optional
+        Slab indices to write (slab ``i`` holds halos ``[i*halo_chunk, (i+1)*halo_chunk)``).
+    halo_range : (int, int), optional
+        Store halo index range ``[start, stop)`` to write; must be aligned to slabs.
+    overwrite : bool, default False
+        Rewrite slabs whose checksums are already recorded (by default they are skipped, which is
+        what makes resuming cheap).
+    progress : bool, default False
+        Show a progress bar.
+    storage_options : dict, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    list of int
+        The slab indices written.
+
+    Raises
+    ------
+    StoreError
+        If the store is not an initialised massmap store, the cube does not belong to it, or a
+        halo range is not aligned to the slabs.
+    """
+    _check_cube(ds, "write_slabs")
+    path = str(path)
+    group = _open_group(path, storage_options, mode="r+")
+    attrs = dict(group.attrs)
+    _check_schema(attrs, path)
+    if not _template_complete(group, attrs):
+        raise StoreError(f"store {path!r} has an incomplete template (its creation was interrupted); "
+                         "create it again with init_store(..., mode='w') or to_store(..., resume=True)")
+    if PENDING in attrs:
+        raise StoreError(f"store {path!r} has an interrupted {_pending(attrs)['operation']}; finish it first by "
+                         "calling that function again with the same cube")
+    layout = _read_layout(attrs, path)
+    start = _locate_cube(ds, group, attrs, layout, path)
+    rows = _select_rows(layout, start, ds.sizes["halo"], halo_chunks, halo_range)
+    crc = group[CRC_NAME][...]
+    done = np.all(crc >= 0, axis=1)
+    todo = rows if overwrite else [i for i in rows if not done[i]]
+    if todo and attrs.get(STATUS) == "complete":
+        raise StoreError(f"store {path!r} is complete; refusing to rewrite slabs {format_offenders(todo)} of a "
+                         "finished store. Build a new store with mode='w'")
+    blocks = _posterior_blocks(ds, start, layout.halo_chunk)
+    base = start // layout.halo_chunk
+    jobs = []
+    for i in todo:
+        s = layout.halo_slice(i)
+        jobs.append(_Job(i, blocks[i - base], s.start, 0, s.stop - s.start))
+    n_rows = sum(layout.halo_slice(i).stop - layout.halo_slice(i).start for i in rows)
+    _run_jobs(jobs, path, storage_options, layout, progress=progress, total=n_rows,
+              initial=n_rows - sum(j.n_halo for j in jobs), desc="massmap build", build_id=attrs.get(BUILD_ID))
+    return todo
+
+
+# --------------------------------------------------------------------------- finalising
+def _variable_crcs(group) -> dict:
+    out = {}
+    for name, arr in sorted(_arrays(group).items()):
+        if name == "posterior" or name in _TABLES:
+            continue
+        out[name] = int(zlib.crc32(np.ascontiguousarray(arr[...]).tobytes()))
+    return out
+
+
+def _missing_cells(crc: np.ndarray, layout: StoreLayout) -> list[str]:
+    rows = np.flatnonzero(np.any(crc < 0, axis=1))
+    return [f"slab {i} (halos [{layout.halo_slice(i).start}, {layout.halo_slice(i).stop}))" for i in rows]
+
+
+def finalize_store(path, *, storage_options: dict | None = None, build_id: str | None = None) -> str:
+    """Mark a store complete once every posterior cell's checksum is recorded.
+
+    Records the invariants that :func:`verify_store` re-checks (halo and realization counts,
+    the checksum table's CRC-32, the CRC-32 of every other variable) and sets
+    ``massmap_build_status = "complete"`` last.  Calling it on a complete store is harmless.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Store path or fsspec URL.
+    storage_options : dict, optional
+        fsspec options for URLs.
+    build_id : str, optional
+        Refuse to finalise unless the store still carries this build id (detects a concurrent
+        replacement of the store by another build).
+
+    Raises
+    ------
+    IncompleteStoreError
+        If some slabs have not been written; the message lists them.
+    """
+    return _finalize(str(path), storage_options, build_id, from_append=False)
+
+
+def _finalize(path: str, storage_options, build_id, *, from_append: bool) -> str:
+    group = _open_group(path, storage_options, mode="r+")
+    attrs = dict(group.attrs)
+    _check_schema(attrs, path)
+    if PENDING in attrs and not from_append:
+        op = _pending(attrs).get("operation")
+        raise StoreError(f"cannot finalise {path!r}: an interrupted {op} is pending; finish it by calling {op}() "
+                         "again with the same cube")
+    if build_id is not None:
+        _check_build_id(path, storage_options, build_id)
+    layout = _read_layout(attrs, path)
+    crc = group[CRC_NAME][...]
+    missing = _missing_cells(crc, layout)
+    if missing or not _template_complete(group, attrs):
+        raise IncompleteStoreError(
+            f"cannot finalise {path!r}: {len(missing)} of {layout.n_halo_chunks} slab(s) not written "
+            f"({format_offenders(missing, 3)}); write them with write_slabs() or to_store(..., resume=True)"
+        )
+    if tuple(group["posterior"].shape) != (layout.n_halo, layout.n_mass, layout.n_realization):
+        raise StoreError(f"cannot finalise {path!r}: posterior shape {group['posterior'].shape} differs from its "
+                         f"layout {layout.to_dict()}; the store is damaged, rebuild it with mode='w'")
+    new = {k: v for k, v in attrs.items() if k != PENDING}
+    new.update({
+        TABLE_CRC: int(zlib.crc32(np.ascontiguousarray(crc).tobytes())),
+        N_HALO: int(layout.n_halo),
+        N_REAL: int(layout.n_realization),
+        VAR_CRC: json.dumps(_variable_crcs(group)),
+        STATUS: "complete",
+    })
+    group.attrs.put(new)  # one write of the root metadata: complete and its invariants appear together
+    return path
+
+
+# --------------------------------------------------------------------------- to_store / resume
+def _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chunk) -> tuple[StoreLayout, str | None]:
+    """Check that an existing store can be finished with ``ds``; recreate an interrupted template."""
+    fs, root = _fs(path, storage_options)
+    entries = fs.ls(root, detail=False) if fs.isdir(root) else None
+    if entries is None:
+        raise StoreError(f"cannot resume {path!r}: it is not a directory/prefix of a Zarr store")
+    try:
+        group = zarr.open_group(_zarr_store(path, storage_options), mode="r+")
+        attrs = dict(group.attrs)
+        readable = True
+    except Exception:  # noqa: BLE001 - killed before the root metadata was written
+        group, attrs, readable = None, {}, False
+    names = {os.path.basename(str(e).rstrip("/")) for e in entries}
+    ours = {*ds.variables, *_TABLES, "zarr.json"}
+    if not readable or not _template_complete(group, attrs):
+        foreign = names - ours
+        started_by_us = ("massmap_schema_version" in attrs and attrs.get(STATUS) == "incomplete") or not attrs
+        if foreign or not started_by_us:
+            raise StoreError(
+                f"cannot resume {path!r}: it holds {sorted(foreign) or 'a Zarr group'} that a massmap build did not "
+                "write; it is not an interrupted massmap build. Rebuild with mode='w' to replace it"
+            )
+        # the template was never finished, so no slab was written: write it again
+        for e in entries:
+            fs.rm(e, recursive=True)
+        layout, rds = _layout_for(ds, realization_chunk, inner_halo_chunk)
+        return layout, _write_template(rds, path, layout, storage_options)
+    _check_schema(attrs, path)
+    if PENDING in attrs:
+        op = _pending(attrs)["operation"]
+        raise StoreError(f"cannot resume {path!r}: it has an interrupted {op}; finish it by calling {op}() again "
+                         "with the same cube")
+    layout = _read_layout(attrs, path)
+    problems = _model_problems(ds, attrs, group, keys=("catalog_hash", "hyper_hash"))
+    if tuple(ds["posterior"].shape) != (layout.n_halo, layout.n_mass, layout.n_realization):
+        problems.append(f"posterior shape: store {(layout.n_halo, layout.n_mass, layout.n_realization)}, "
+                        f"cube {tuple(ds['posterior'].shape)}")
+    _raise_problems(problems, f"cannot resume {path!r}: the cube differs from the one being built there",
+                    "Resume needs the same catalogue, hyperparameters, mass grid, prior and method; or write a new "
+                    "store with mode='w'.")
+    if attrs.get(STATUS) != "complete":
+        _remove_partial_files(path)
+    return layout, attrs.get(BUILD_ID)
+
+
 def to_store(
     ds: xr.Dataset,
     path,
@@ -208,24 +950,35 @@ def to_store(
     mode: str = "w-",
     resume: bool = False,
     realization_chunk: int | None = None,
+    inner_halo_chunk: int | None = None,
     progress: bool = True,
     storage_options: dict | None = None,
 ) -> str:
     """Write a posterior cube to a Zarr (format 3) store, slab by slab.
 
+    Equivalent to :func:`init_store`, :func:`write_slabs` for every slab, then
+    :func:`finalize_store`.  Slabs are computed ``2 × (number of dask workers)`` at a time, so
+    memory stays bounded by a few slabs whatever the cube's size.
+
     Parameters
     ----------
     ds : xarray.Dataset
         A cube from :func:`~massmap_xr.cube.build_posterior` (lazy is best: blocks are computed as
-        they are written, so memory stays bounded by a few slabs).
+        they are written).
     path : str or path-like
         Local path or fsspec URL (``file://``, ``memory://``, object storage).
     mode : {"w-", "w"}
         ``"w-"`` (default) refuses an existing store; ``"w"`` replaces it.
     resume : bool
-        Finish an interrupted build of the same cube: slabs whose checksums are recorded are kept.
+        Finish an interrupted build of the same cube: slabs whose checksums are recorded are kept
+        (a complete store is left untouched).  A build killed while its template was being
+        written is started again from the template.
     realization_chunk : int, optional
-        Realizations per stored chunk (default: chunks of about 16 MiB).
+        Realizations per stored chunk (default: inner chunks of about 512 KiB).  Ignored when
+        resuming: an existing store keeps its layout.
+    inner_halo_chunk : int, optional
+        Halos per stored chunk inside a slab (default: largest divisor of the slab size <= 32).
+        Ignored when resuming.
     progress : bool
         Show a progress bar (halos/s and ETA).
     storage_options : dict, optional
@@ -235,81 +988,337 @@ def to_store(
     -------
     str
         The store path.
+
+    Raises
+    ------
+    StoreError
+        If the path exists (``mode="w-"``), another process created it first, or ``resume=True``
+        meets a store of a different cube.
     """
     _check_cube(ds)
     if mode not in ("w-", "w"):
         raise StoreError(f"to_store: mode must be 'w-' (refuse existing) or 'w' (replace), got {mode!r}")
     path = str(path)
-    layout, ds = _layout_for(ds, realization_chunk)
     if resume and _exists(path, storage_options):
-        layout = _check_resumable(ds, path, storage_options)
+        _, build_id = _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chunk)
+        if dict(_open_group(path, storage_options).attrs).get(STATUS) == "complete":
+            return path
     else:
-        _create_root(path, storage_options, mode)
-        _write_template(ds, path, layout, storage_options)
-    store = _zarr_store(path, storage_options)
-    group = zarr.open_group(store, mode="r+")
-    crc_arr = group[CRC_NAME]
-    done = np.all(crc_arr[...] >= 0, axis=1)
-    todo = [i for i in range(layout.n_halo_chunks) if not done[i]]
-    blocks = ds["posterior"].data.to_delayed().ravel()
-    write = dask.delayed(_write_slab, pure=False)
-    batch = max(2, 2 * _n_workers())
-    with _progress(layout.n_halo, "massmap build", progress) as bar:
-        bar.update(sum(layout.halo_slice(i).stop - layout.halo_slice(i).start for i in range(layout.n_halo_chunks) if done[i]))
-        for b0 in range(0, len(todo), batch):
-            tasks = [write(blocks[i], i, path, layout.to_dict(), storage_options) for i in todo[b0:b0 + batch]]
-            for i, crcs in dask.compute(*tasks):
-                crc_arr[i, :] = np.asarray(crcs, dtype=np.int64)
-                s = layout.halo_slice(i)
-                bar.update(s.stop - s.start)
-    _finalize(group, ds, layout)
+        _, build_id = _init(ds, path, storage_options, mode, realization_chunk, inner_halo_chunk)
+    write_slabs(ds, path, progress=progress, storage_options=storage_options)
+    finalize_store(path, storage_options=storage_options, build_id=build_id)
     return path
 
 
-def _write_template(ds, path, layout, storage_options):
-    attrs = {**ds.attrs, STATUS: "incomplete", "massmap_layout": json.dumps(layout.to_dict())}
-    tmpl = ds.copy()
-    tmpl.attrs = attrs
-    tmpl.to_zarr(_zarr_store(path, storage_options), mode="w", compute=False, consolidated=False,
-                 zarr_format=3, encoding=_encoding(tmpl, layout))
-    group = zarr.open_group(_zarr_store(path, storage_options), mode="r+")
-    group.create_array(
-        CRC_NAME, shape=(layout.n_halo_chunks, layout.n_realization_chunks),
-        chunks=(1, layout.n_realization_chunks), dtype="int64", fill_value=-1,
-        dimension_names=("halo_chunk", "realization_chunk"),
-        attributes={"long_name": "CRC-32 of each posterior chunk as written (-1: not written)"},
-    )
+# --------------------------------------------------------------------------- appending
+def _pending(attrs: dict) -> dict:
+    raw = attrs.get(PENDING)
+    return json.loads(raw) if isinstance(raw, str) else dict(raw or {})
 
 
-def _check_resumable(ds, path, storage_options) -> StoreLayout:
-    group = zarr.open_group(_zarr_store(path, storage_options), mode="r")
-    attrs = dict(group.attrs)
-    if "massmap_schema_version" not in attrs or CRC_NAME not in group:
-        raise StoreError(f"cannot resume {path!r}: it is not a massmap store")
-    for key in ("catalog_hash", "hyper_hash", "method"):
-        if str(attrs.get(key)) != str(ds.attrs.get(key)):
-            raise StoreError(
-                f"cannot resume {path!r}: its {key} differs from the cube being written; resume needs the "
-                "same catalogue, hyperparameters and method (or write a new store with mode='w')"
-            )
-    stored = StoreLayout.from_dict(json.loads(attrs["massmap_layout"]))
-    layout, _ = _layout_for(ds, stored.realization_chunk)
-    if layout != stored or not np.array_equal(group["mass"][...], ds["mass"].values):
+def _start_append(group, attrs, path, operation: str, key: str) -> dict | None:
+    """Pending record of an interrupted ``operation`` with this cube, or None for a fresh append."""
+    if PENDING in attrs:
+        pend = _pending(attrs)
+        if pend.get("operation") == operation and pend.get("cube_hash") == key:
+            return pend
         raise StoreError(
-            f"cannot resume {path!r}: stored layout {stored.to_dict()} or mass grid differs from the cube's "
-            f"{layout.to_dict()}; rebuild with the same chunks and mass grid"
+            f"store {str(path)!r} has an interrupted {pend.get('operation')} of another cube; finish it first by "
+            f"calling {pend.get('operation')}() again with that cube"
         )
-    return stored
+    if attrs.get(STATUS) != "complete":
+        raise IncompleteStoreError(
+            f"cannot {operation.replace('_', ' ')} to {str(path)!r}: its build is not complete; finish it with "
+            "to_store(..., resume=True) first"
+        )
+    return None
 
 
-def _finalize(group, ds, layout):
+def _write_values(arr, values: np.ndarray, region: tuple, path, name: str) -> None:
+    stored = np.asarray(values).astype(arr.dtype)
+    if stored.shape and not np.array_equal(stored, np.asarray(values), equal_nan=True):
+        raise StoreError(f"{str(path)!r}: values of {name!r} cannot be stored exactly as {arr.dtype}")
+    arr[region] = stored
+
+
+def _extend_arrays(group, ds: xr.Dataset, dim: str, n_old: int, n_new_total: int, path) -> None:
+    """Resize every array with ``dim`` to ``n_new_total`` and write the cube's values after ``n_old``."""
+    for name, arr in _arrays(group).items():
+        dims = _dims(arr)
+        if dim not in dims or name in _TABLES:
+            continue
+        ax = dims.index(dim)
+        shape = list(arr.shape)
+        shape[ax] = n_new_total
+        if tuple(arr.shape) != tuple(shape):
+            arr.resize(tuple(shape))
+        if name == "posterior" or (dim == "realization" and name == "weight"):
+            continue
+        if name not in ds.variables:
+            raise StoreError(f"cannot append to {str(path)!r}: the cube has no variable {name!r} along {dim!r}")
+        v = ds[name].transpose(*dims)
+        region = tuple(slice(n_old, n_new_total) if d == dim else slice(None) for d in dims)
+        _write_values(arr, np.asarray(v.values), region, path, name)
+
+
+def _same_variables(group, ds: xr.Dataset, dim: str, path) -> None:
+    stored = {k for k, a in _arrays(group).items() if dim in _dims(a) and k not in _TABLES}
+    cube = {k for k, v in ds.variables.items() if dim in v.dims}
+    if stored != cube:
+        raise StoreError(
+            f"cannot append to {str(path)!r}: variables along {dim!r} differ (only in store: "
+            f"{sorted(stored - cube)}, only in cube: {sorted(cube - stored)}); build the new cube from a catalogue "
+            "and hyperparameter table with the same columns"
+        )
+
+
+def _resize_tables(group, rows: int, cols: int) -> None:
+    for name in _TABLES:
+        if name in group and tuple(group[name].shape) != (rows, cols):
+            group[name].resize((rows, cols))
+
+
+def append_halos(path, ds: xr.Dataset, *, progress: bool = False, storage_options: dict | None = None) -> str:
+    """Append the halos of cube ``ds`` to a complete store, without rewriting the stored halos.
+
+    ``ds`` must have the store's realizations (same hyperparameter hash), mass grid, prior and
+    method, the same catalogue variables, and halo ids not already in the store.  Only the last,
+    partly filled slab of the store (if any) is rewritten: its stored halos are read back,
+    checked against their checksums, and written again followed by the first new halos.  The
+    store's ``catalog_hash`` then describes the union catalogue (old halos then new), so a later
+    resume or verification of the store expects the union cube.
+
+    An interrupted append leaves the store incomplete; call ``append_halos`` again with the same
+    ``ds`` to finish it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A complete massmap store.
+    ds : xarray.Dataset
+        Cube of the new halos, from :func:`~massmap_xr.cube.build_posterior`.
+    progress : bool, default False
+        Show a progress bar.
+    storage_options : dict, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    str
+        The store path.
+    """
+    _check_cube(ds, "append_halos")
+    path = str(path)
+    group = _open_group(path, storage_options, mode="r+")
+    attrs = dict(group.attrs)
+    _check_schema(attrs, path)
+    new_hashes = _catalog_hash_of({k: ds[k].values for k in ("halo", "z", "lum_obs", "sigma_obs")})
+    cube_hash = _cube_hashes(ds)["catalog_hash"]
+    pend = _start_append(group, attrs, path, "append_halos", cube_hash)
+    if pend is None:
+        layout = _read_layout(attrs, path)
+        problems = _model_problems(ds, attrs, group, keys=("hyper_hash",))
+        stored_r = np.asarray(group["realization"][...])
+        if stored_r.shape != ds["realization"].shape or not np.array_equal(stored_r, ds["realization"].values):
+            problems.append("realization labels differ from the store's")
+        _raise_problems(problems, f"cannot append halos to {path!r}: the cube's model differs from the store's",
+                        "Build the new halos with the store's hyperparameters, mass grid, prior and method.")
+        _same_variables(group, ds, "halo", path)
+        old = _stored_catalog(group)
+        ids = np.asarray(ds["halo"].values)
+        clash = np.intersect1d(old["halo"], ids)
+        if clash.size or np.unique(ids).size != ids.size:
+            raise StoreError(
+                f"cannot append halos to {path!r}: {clash.size} halo id(s) already in the store "
+                f"({format_offenders(clash)}) or repeated in the cube; halo ids must be unique, e.g. "
+                f"cube.assign_coords(halo=cube.halo + {int(old['halo'].max()) + 1})"
+            )
+        old_with, old_without = _catalog_hash_of(old)
+        if attrs.get("catalog_hash") not in (old_with, old_without):
+            raise StoreError(f"cannot append halos to {path!r}: its catalogue variables no longer match its "
+                             "catalog_hash; run verify_store() on it")
+        with_sigma = not (attrs.get("catalog_hash") == old_without and cube_hash == new_hashes[1])
+        union = {k: np.concatenate([old[k], np.asarray(ds[k].values, dtype=old[k].dtype)]) for k in old}
+        union_hash = _catalog_hash_of(union)[0 if with_sigma else 1]
+        n_old, n_add = layout.n_halo, ds.sizes["halo"]
+        row, rem = divmod(n_old, layout.halo_chunk)
+        partial = None
+        if rem:
+            partial = [int(c) for c in group[CRC_NAME][row, :]]
+            _read_checked(group, slice(row * layout.halo_chunk, n_old), slice(0, layout.n_realization), partial, layout)
+        pend = {"operation": "append_halos", "stage": "metadata", "cube_hash": cube_hash,
+                "n_before": n_old, "n_after": n_old + n_add, "catalog_hash_after": union_hash, "partial_crc": partial}
+        group.attrs.update({STATUS: "incomplete", PENDING: json.dumps(pend)})
+    layout = _read_layout(attrs, path).replace(n_halo=pend["n_after"])
+    n_old, n_total = pend["n_before"], pend["n_after"]
+    row, rem = divmod(n_old, layout.halo_chunk)
+    if pend["stage"] == "metadata":
+        _extend_arrays(group, ds, "halo", n_old, n_total, path)
+        _resize_tables(group, layout.n_halo_chunks, group[CRC_NAME].shape[1])
+        group[CRC_NAME][row:, :] = -1
+        if NORM_NAME in group:
+            group[NORM_NAME][row:, :] = np.nan
+        pend["stage"] = "slabs"
+        group.attrs.update({LAYOUT: json.dumps(layout.to_dict()), "catalog_hash": pend["catalog_hash_after"],
+                            PENDING: json.dumps(pend)})
     crc = group[CRC_NAME][...]
-    if np.any(crc < 0):
-        raise StoreError("internal: finishing a build with unwritten chunks")
-    digest = zlib.crc32(np.ascontiguousarray(crc).tobytes())
-    group.attrs.update({"massmap_checksum_table_crc32": int(digest), "massmap_n_halo": int(layout.n_halo),
-                        "massmap_n_realization": int(layout.n_realization)})
-    group.attrs[STATUS] = "complete"
+    blocks = _posterior_blocks(ds, n_old, layout.halo_chunk)
+    jobs = []
+    for k, i in enumerate(range(row, layout.n_halo_chunks)):
+        if np.all(crc[i] >= 0):
+            continue
+        s = layout.halo_slice(i)
+        old = None
+        if k == 0 and rem:
+            old = {"h": (s.start, n_old), "r": (0, layout.n_realization), "axis": 0, "crc": pend["partial_crc"]}
+        jobs.append(_Job(i, blocks[k], s.start, 0, s.stop - max(s.start, n_old), old))
+    _run_jobs(jobs, path, storage_options, layout, progress=progress, total=n_total - n_old,
+              initial=n_total - n_old - sum(j.n_halo for j in jobs), desc="massmap append halos", build_id=None)
+    return _finalize(path, storage_options, None, from_append=True)
+
+
+def _read_checked(group, hs: slice, rs: slice, crcs, layout: StoreLayout) -> np.ndarray:
+    block = np.asarray(group["posterior"][hs, :, rs])
+    got, _ = _cell_stats(block, rs.start, layout.realization_chunk, None)
+    if [int(c) for c in got] != [int(c) for c in crcs]:
+        raise StoreError(
+            f"stored posterior halos [{hs.start}, {hs.stop}), realizations [{rs.start}, {rs.stop}) do not match "
+            "their checksums; the store is damaged (run verify_store). Nothing was changed"
+        )
+    return block
+
+
+def _union_weights(w_old: np.ndarray, w_new: np.ndarray) -> np.ndarray:
+    """Weights of the union of two realization sets, each counted in proportion to its size.
+
+    Within each set the relative weights are kept; each set's weights are rescaled to mean 1
+    (values within 1e-12 of 1 are set to exactly 1, so uniform sets stay exactly uniform), and the
+    union is renormalised to sum to 1.  For two sets of equally weighted draws this is 1/N each,
+    the weights of one build of the union.
+    """
+    raws = []
+    for w in (w_old, w_new):
+        w = np.asarray(w, dtype=float)
+        raw = w / w.mean()
+        raws.append(np.where(np.abs(raw - 1.0) <= 1e-12, 1.0, raw))
+    raw = np.concatenate(raws)
+    return raw / raw.sum()
+
+
+def append_realizations(path, ds: xr.Dataset, *, progress: bool = False, storage_options: dict | None = None) -> str:
+    """Append the hyperparameter realizations of cube ``ds`` to a complete store.
+
+    ``ds`` must have the store's halos (same catalogue hash), mass grid, prior and method, and
+    realization labels not already in the store.  Stored shards are not rewritten except the
+    last, partly filled realization shard of each halo slab (read back, checked against its
+    checksums and written again followed by the new realizations).
+
+    Weights: the stored ``weight`` always sums to 1.  The union's weights keep the relative
+    weights within each set and count each set in proportion to its number of realizations
+    (see :func:`_union_weights`), so appending draws of the same hyper-posterior gives every
+    draw the weight 1/N, as one build of the union would.  The store's ``hyper_hash`` then
+    describes the union table.
+
+    An interrupted append leaves the store incomplete; call ``append_realizations`` again with
+    the same ``ds`` to finish it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A complete massmap store.
+    ds : xarray.Dataset
+        Cube of the new realizations, from :func:`~massmap_xr.cube.build_posterior` with the
+        store's catalogue; give its realizations new labels, e.g.
+        ``hyper.assign_coords(realization=hyper.realization + n_stored)``.
+    progress : bool, default False
+        Show a progress bar.
+    storage_options : dict, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    str
+        The store path.
+
+    Notes
+    -----
+    For ``method="montecarlo"`` cubes the Monte Carlo draws behind the appended realizations
+    differ from those one build of the union would make, so values agree statistically, not
+    bitwise; analytic cubes agree bitwise.
+    """
+    _check_cube(ds, "append_realizations")
+    path = str(path)
+    group = _open_group(path, storage_options, mode="r+")
+    attrs = dict(group.attrs)
+    _check_schema(attrs, path)
+    from massmap_xr.relation import HYPER_NAMES
+
+    cube_hash = _cube_hashes(ds)["hyper_hash"]
+    pend = _start_append(group, attrs, path, "append_realizations", cube_hash)
+    if pend is None:
+        layout = _read_layout(attrs, path)
+        problems = _model_problems(ds, attrs, group, keys=("catalog_hash",))
+        stored_ids = np.asarray(group["halo"][...])
+        if stored_ids.shape != ds["halo"].shape or not np.array_equal(stored_ids, ds["halo"].values):
+            problems.append("halo ids differ from the store's (same halos in the same order are needed)")
+        _raise_problems(problems, f"cannot append realizations to {path!r}: the cube's halos or model differ",
+                        "Build the new realizations from the store's catalogue, mass grid, prior and method.")
+        _same_variables(group, ds, "realization", path)
+        old_r = np.asarray(group["realization"][...])
+        new_r = np.asarray(ds["realization"].values)
+        clash = np.intersect1d(old_r, new_r)
+        if clash.size or np.unique(new_r).size != new_r.size:
+            raise StoreError(
+                f"cannot append realizations to {path!r}: {clash.size} realization label(s) already in the store "
+                f"({format_offenders(clash)}) or repeated in the cube; relabel them, e.g. "
+                f"hyper.assign_coords(realization=hyper.realization + {int(old_r.max()) + 1})"
+            )
+        n_old, n_add = layout.n_realization, ds.sizes["realization"]
+        j0 = (n_old // layout.realization_shard) * layout.realization_shard
+        c0 = j0 // layout.realization_chunk
+        partial = None
+        if j0 < n_old:
+            partial = [[int(c) for c in row] for row in group[CRC_NAME][:, c0:layout.n_realization_chunks]]
+            for i in range(layout.n_halo_chunks):
+                _read_checked(group, layout.halo_slice(i), slice(j0, n_old), partial[i], layout)
+        hyp = {k: np.concatenate([np.asarray(group[k][...], dtype=float), np.asarray(ds[k].values, dtype=float)])
+               for k in HYPER_NAMES}
+        weight = _union_weights(group["weight"][...], ds["weight"].values)
+        pend = {"operation": "append_realizations", "stage": "metadata", "cube_hash": cube_hash,
+                "n_before": n_old, "n_after": n_old + n_add, "hyper_hash_after": _hyper_hash_of({**hyp, "weight": weight}),
+                "partial_crc": partial, "weight": weight.tolist()}
+        group.attrs.update({STATUS: "incomplete", PENDING: json.dumps(pend)})
+    layout_old = _read_layout(attrs, path)
+    n_old, n_total = pend["n_before"], pend["n_after"]
+    if layout_old.n_realization != n_old:  # resumed after the metadata stage
+        layout_old = layout_old.replace(n_realization=n_old)
+    layout = layout_old.replace(n_realization=n_total)
+    j0 = (n_old // layout.realization_shard) * layout.realization_shard
+    c0 = j0 // layout.realization_chunk
+    if pend["stage"] == "metadata":
+        _extend_arrays(group, ds, "realization", n_old, n_total, path)
+        _write_values(group["weight"], np.asarray(pend["weight"]), (slice(None),), path, "weight")
+        _resize_tables(group, layout.n_halo_chunks, layout.n_realization_chunks)
+        group[CRC_NAME][:, c0:] = -1
+        if NORM_NAME in group:
+            group[NORM_NAME][:, c0:] = np.nan
+        pend["stage"] = "slabs"
+        group.attrs.update({LAYOUT: json.dumps(layout.to_dict()), "hyper_hash": pend["hyper_hash_after"],
+                            PENDING: json.dumps(pend)})
+    crc = group[CRC_NAME][...]
+    blocks = _posterior_blocks(ds, 0, layout.halo_chunk)
+    jobs = []
+    for i in range(layout.n_halo_chunks):
+        if np.all(crc[i, c0:] >= 0):
+            continue
+        s = layout.halo_slice(i)
+        old = None
+        if j0 < n_old:
+            old = {"h": (s.start, s.stop), "r": (j0, n_old), "axis": 2, "crc": pend["partial_crc"][i]}
+        jobs.append(_Job(i, blocks[i], s.start, j0, s.stop - s.start, old))
+    _run_jobs(jobs, path, storage_options, layout, progress=progress, total=layout.n_halo,
+              initial=layout.n_halo - sum(j.n_halo for j in jobs), desc="massmap append realizations", build_id=None)
+    return _finalize(path, storage_options, None, from_append=True)
 
 
 # --------------------------------------------------------------------------- reading
@@ -323,7 +1332,10 @@ def _check_schema(attrs: dict, path) -> None:
     try:
         major, minor = (int(v) for v in str(version).split(".")[:2])
     except ValueError:
-        raise SchemaVersionError(f"{str(path)!r}: unreadable schema version {version!r}") from None
+        raise SchemaVersionError(
+            f"{str(path)!r}: unreadable massmap schema version {version!r} (this massmap_xr reads "
+            f"{massmap_xr.SCHEMA_VERSION.split('.')[0]}.x up to {massmap_xr.SCHEMA_VERSION})"
+        ) from None
     ours = tuple(int(v) for v in massmap_xr.SCHEMA_VERSION.split("."))
     if (major, minor) > ours:
         raise SchemaVersionError(
@@ -331,22 +1343,28 @@ def _check_schema(attrs: dict, path) -> None:
             "this massmap_xr reads; upgrade massmap_xr"
         )
     if major < ours[0]:
-        raise SchemaVersionError(f"{str(path)!r}: schema version {version} is older than supported ({ours[0]}.x)")
+        raise SchemaVersionError(
+            f"{str(path)!r}: schema version {version} is older than supported ({ours[0]}.x, this massmap_xr writes "
+            f"{massmap_xr.SCHEMA_VERSION}); rebuild the store with this version"
+        )
 
 
 def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | None = None, chunks="store") -> xr.Dataset:
     """Open a massmap store lazily (dask-backed, read-only) and validate its schema.
+
+    Opening never writes: every file of the store keeps its bytes and modification time.
 
     Parameters
     ----------
     path : str or path-like
         Local path or fsspec URL.
     allow_incomplete : bool, default False
-        Open a store whose build has not finished (unwritten chunks read as NaN).
+        Open a store whose build has not finished (unwritten chunks read as NaN, never as zeros).
     storage_options : dict, optional
         fsspec options for URLs.
     chunks : "store" or dict
-        ``"store"`` uses the stored chunks; a dict is passed to :func:`xarray.open_zarr`.
+        ``"store"`` gives one dask chunk per stored slab (shard); a dict is passed to
+        :func:`xarray.open_zarr`.
 
     Raises
     ------
@@ -357,55 +1375,71 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
     path = str(path)
     if not _exists(path, storage_options):
         raise StoreError(f"store {path!r} does not exist")
-    try:
-        group = zarr.open_group(_zarr_store(path, storage_options, read_only=True), mode="r")
-    except (zarr.errors.GroupNotFoundError, FileNotFoundError, ValueError) as exc:
-        raise StoreError(f"{path!r} is not a Zarr group ({exc}); expected a massmap cube store") from None
+    group = _open_group(path, storage_options, mode="r")
     attrs = dict(group.attrs)
     _check_schema(attrs, path)
     status = attrs.get(STATUS)
     if status != "complete" and not allow_incomplete:
+        if PENDING in attrs:
+            op = _pending(attrs).get("operation")
+            how = f"finish it by calling {op}() again with the same cube"
+        else:
+            how = "finish it with `massmap build ... --resume` / to_store(..., resume=True)"
         raise IncompleteStoreError(
             f"store {path!r} is incomplete (build status {status!r}): its build was interrupted or is still "
-            "running. Finish it with `massmap build ... --resume` / to_store(..., resume=True), or pass "
-            "allow_incomplete=True to look at it anyway"
+            f"running; {how}, or pass allow_incomplete=True to look at it anyway"
         )
+    if chunks == "store":
+        try:
+            layout = _read_layout(attrs, path)
+            chunks = {"halo": layout.halo_chunk, "mass": -1, "realization": layout.realization_shard}
+        except StoreError:
+            chunks = {}
     ds = xr.open_zarr(
         _zarr_store(path, storage_options, read_only=True), consolidated=False, zarr_format=3,
-        chunks={} if chunks == "store" else chunks, drop_variables=[CRC_NAME],
+        chunks=chunks, drop_variables=list(_TABLES),
     )
     missing = [k for k in (*_REQUIRED_VARS, *_REQUIRED_COORDS) if k not in ds.variables]
     if missing:
         raise StoreError(f"{path!r}: massmap store is missing variable(s) {missing}; it is damaged")
     if ds["posterior"].dims != ("halo", "mass", "realization"):
         raise StoreError(f"{path!r}: posterior has dims {ds['posterior'].dims}, expected (halo, mass, realization)")
-    for k in (STATUS, "massmap_layout", "massmap_checksum_table_crc32"):
+    for k in _BOOKKEEPING:
         ds.attrs.pop(k, None)
     ds.encoding["source"] = path
     return ds
 
 
 def store_info(path, storage_options=None) -> dict:
-    """Summary of a store (sizes, status, schema, method, chunks) without reading the cube."""
-    group = zarr.open_group(_zarr_store(str(path), storage_options, read_only=True), mode="r")
+    """Summary of a store (sizes, status, schema, method, chunks, checksums) without reading the cube."""
+    group = _open_group(str(path), storage_options, mode="r")
     attrs = dict(group.attrs)
     _check_schema(attrs, path)
     post = group["posterior"]
     crc = group[CRC_NAME][...] if CRC_NAME in group else np.zeros((0, 0))
+    norm = group[NORM_NAME][...] if NORM_NAME in group else np.zeros((0, 0))
+    written = norm[crc >= 0] if norm.shape == crc.shape else np.zeros(0)
+    shards = getattr(post, "shards", None)
     return {
         "path": str(path),
         "status": attrs.get(STATUS),
+        "pending": _pending(attrs).get("operation") if PENDING in attrs else None,
         "schema_version": attrs.get("massmap_schema_version"),
         "massmap_version": attrs.get("massmap_version"),
         "method": attrs.get("method"),
         "shape": dict(zip(("halo", "mass", "realization"), post.shape, strict=True)),
         "chunks": dict(zip(("halo", "mass", "realization"), post.chunks, strict=True)),
+        "shards": dict(zip(("halo", "mass", "realization"), shards, strict=True)) if shards else None,
         "chunks_written": f"{int((crc >= 0).sum())}/{crc.size}",
+        "max_normalisation_error": float(np.max(written)) if written.size else None,
         "uncompressed_bytes": int(np.prod(post.shape) * 4),
         "prior": attrs.get("prior", ""),
+        "catalog_hash": attrs.get("catalog_hash"),
+        "hyper_hash": attrs.get("hyper_hash"),
     }
 
 
+# --------------------------------------------------------------------------- verification
 @dataclass
 class VerifyReport:
     """Result of :func:`verify_store`: ``ok`` and one line per problem."""
@@ -425,45 +1459,111 @@ class VerifyReport:
         return head + f"{len(self.problems)} problem(s):\n  - " + "\n  - ".join(self.problems)
 
 
+def _verify_metadata(group, attrs, layout: StoreLayout) -> list[str]:
+    """Invariants recorded at build time: counts, checksum table, small variables, hashes."""
+    problems = []
+    arrays = _arrays(group)
+    for k in (*_REQUIRED_VARS, *_REQUIRED_COORDS):
+        if k not in arrays:
+            problems.append(f"variable {k!r} is missing")
+    sizes = {"halo": layout.n_halo, "mass": layout.n_mass, "realization": layout.n_realization}
+    for name, arr in arrays.items():
+        if name in _TABLES:
+            continue
+        for ax, d in enumerate(_dims(arr)):
+            if d in sizes and arr.shape[ax] != sizes[d]:
+                problems.append(f"variable {name!r} has {arr.shape[ax]} entries along {d!r}, the layout says {sizes[d]}")
+    if attrs.get(STATUS) != "complete":
+        return problems
+    for key, want in ((N_HALO, layout.n_halo), (N_REAL, layout.n_realization)):
+        if attrs.get(key) != want:
+            problems.append(f"{key} is {attrs.get(key)!r} but the layout has {want}")
+    crc = group[CRC_NAME][...]
+    if TABLE_CRC in attrs and int(zlib.crc32(np.ascontiguousarray(crc).tobytes())) != attrs[TABLE_CRC]:
+        problems.append("the checksum table itself was altered (its CRC-32 differs from the one recorded at build time)")
+    if VAR_CRC in attrs:
+        recorded = json.loads(attrs[VAR_CRC]) if isinstance(attrs[VAR_CRC], str) else attrs[VAR_CRC]
+        for name, want in sorted(recorded.items()):
+            if name not in arrays:
+                problems.append(f"variable {name!r} is missing")
+                continue
+            try:
+                got = int(zlib.crc32(np.ascontiguousarray(arrays[name][...]).tobytes()))
+            except Exception as exc:  # noqa: BLE001 - a damaged chunk can raise anything
+                problems.append(f"variable {name!r} is unreadable ({type(exc).__name__}: {exc})")
+                continue
+            if got != int(want):
+                problems.append(f"variable {name!r} changed since the build (checksum mismatch)")
+    from massmap_xr.relation import HYPER_NAMES
+
+    try:
+        cat = _stored_catalog(group)
+        if attrs.get("catalog_hash") not in _catalog_hash_of(cat):
+            problems.append("catalog_hash does not match the stored halo, z, lum_obs and sigma_obs")
+        if np.unique(cat["halo"]).size != cat["halo"].size:
+            problems.append("halo ids are not unique")
+        hyp = {k: np.asarray(group[k][...], dtype=float) for k in (*HYPER_NAMES, "weight")}
+        if attrs.get("hyper_hash") != _hyper_hash_of(hyp):
+            problems.append("hyper_hash does not match the stored hyperparameter table (alpha1..alpha4, S, weight)")
+        wsum = float(np.sum(hyp["weight"]))
+        if not abs(wsum - 1.0) <= 1e-9:
+            problems.append(f"realization weights sum to {wsum!r}, not 1")
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        problems.append(f"catalogue or hyperparameter variables unreadable ({type(exc).__name__}: {exc})")
+    return problems
+
+
 def verify_store(path, *, storage_options: dict | None = None, check_normalisation: bool = True) -> VerifyReport:
     """Re-check every posterior chunk of a store against the checksums recorded at write time.
 
-    Each damaged chunk (altered, truncated, deleted, unreadable) is reported by its halo and
-    realization index ranges; a missing chunk is never taken for zeros.  Also checks the build
-    status, the halo count and (optionally) the normalisation of every (halo, realization).
+    Each damaged cell (altered, truncated, deleted, unreadable) is reported by its halo and
+    realization index ranges; a missing chunk is never taken for zeros.  Also re-checks the
+    invariants recorded when the build finished: build status, halo and realization counts,
+    the checksum table's own CRC, the checksums of every other variable, the catalogue and
+    hyperparameter hashes, the weights' sum, and (optionally) the trapezoid normalisation of
+    every (halo, realization) against both the tolerance and the value recorded at write time.
+
+    Returns
+    -------
+    VerifyReport
+        ``report.ok`` is True when nothing is wrong; ``str(report)`` lists the problems.
     """
     path = str(path)
-    problems = []
+    problems: list[str] = []
     try:
-        group = zarr.open_group(_zarr_store(path, storage_options, read_only=True), mode="r")
-    except Exception as exc:  # noqa: BLE001 - anything here means unreadable metadata
-        return VerifyReport(path, 0, [f"metadata unreadable: {exc}"])
-    attrs = dict(group.attrs)
-    try:
+        group = _open_group(path, storage_options, mode="r")
+        attrs = dict(group.attrs)
         _check_schema(attrs, path)
-        layout = StoreLayout.from_dict(json.loads(attrs["massmap_layout"]))
+        layout = _read_layout(attrs, path)
         post = group["posterior"]
         crc = group[CRC_NAME][...]
-        log10_mass = group["log10_mass"][...]
-    except Exception as exc:  # noqa: BLE001
-        return VerifyReport(path, 0, [f"metadata damaged: {exc}"])
+        norm = group[NORM_NAME][...] if NORM_NAME in group else None
+        w = _trapezoid(group)
+    except Exception as exc:  # noqa: BLE001 - anything here means unreadable or foreign metadata
+        return VerifyReport(path, 0, [f"metadata damaged or not a massmap store: {exc}"])
     if attrs.get(STATUS) != "complete":
-        problems.append(f"build status is {attrs.get(STATUS)!r}, not 'complete'")
-    if tuple(post.shape) != (layout.n_halo, layout.n_mass, layout.n_realization):
-        problems.append(f"posterior shape {post.shape} differs from the recorded layout {layout.to_dict()}")
+        problems.append(f"build status is {attrs.get(STATUS)!r}, not 'complete'"
+                        + (f" (an interrupted {_pending(attrs).get('operation')})" if PENDING in attrs else ""))
+    want = (layout.n_halo, layout.n_mass, layout.n_realization)
+    if tuple(post.shape) != want or _dims(post) != ("halo", "mass", "realization"):
+        problems.append(f"posterior shape {tuple(post.shape)} / dims {_dims(post)} differ from the recorded layout "
+                        f"{want} (halo, mass, realization)")
         return VerifyReport(path, 0, problems)
-    if attrs.get(STATUS) == "complete" and attrs.get("massmap_n_halo") != layout.n_halo:
-        problems.append(f"halo count {layout.n_halo} differs from the recorded {attrs.get('massmap_n_halo')}")
-    from massmap_xr.kernel import trapezoid_weights
-
-    w = trapezoid_weights(log10_mass)
+    if crc.shape != (layout.n_halo_chunks, layout.n_realization_chunks):
+        problems.append(f"checksum table shape {crc.shape} differs from the layout's "
+                        f"{(layout.n_halo_chunks, layout.n_realization_chunks)}")
+        return VerifyReport(path, 0, problems)
+    if w.shape != (layout.n_mass,):
+        problems.append(f"log10_mass has shape {w.shape}, expected ({layout.n_mass},)")
+        return VerifyReport(path, 0, problems)
+    problems += _verify_metadata(group, attrs, layout)
     n = 0
     for i in range(layout.n_halo_chunks):
         hs = layout.halo_slice(i)
         for j in range(layout.n_realization_chunks):
             rs = layout.realization_slice(j)
             n += 1
-            where = f"chunk ({i}, {j}): halos [{hs.start}, {hs.stop}), realizations [{rs.start}, {rs.stop})"
+            where = layout.describe_cell(i, j)
             if crc[i, j] < 0:
                 problems.append(f"{where}: never written")
                 continue
@@ -472,12 +1572,15 @@ def verify_store(path, *, storage_options: dict | None = None, check_normalisati
             except Exception as exc:  # noqa: BLE001 - a damaged chunk can raise anything from the codec
                 problems.append(f"{where}: unreadable ({type(exc).__name__}: {exc})")
                 continue
-            if zlib.crc32(block.tobytes()) != int(crc[i, j]):
-                kind = "missing (reads as fill value)" if np.isnan(block).all() else "altered"
+            if _crc(block) != int(crc[i, j]):
+                kind = "missing (reads as fill value NaN)" if np.isnan(block).all() else "altered"
                 problems.append(f"{where}: checksum mismatch, chunk {kind}")
                 continue
             if check_normalisation:
-                norm = np.einsum("m,hmr->hr", w, block.astype(np.float64))
-                if not np.allclose(norm, 1.0, atol=1e-4):
-                    problems.append(f"{where}: normalisation off (worst {float(np.abs(norm - 1).max()):.3g})")
+                err = float(np.max(_norm_error(block, w))) if block.size else 0.0
+                if not err <= NORM_ATOL:
+                    problems.append(f"{where}: normalisation off (worst |integral - 1| = {err:.3g} > {NORM_ATOL:g})")
+                elif norm is not None and np.isfinite(norm[i, j]) and not abs(err - norm[i, j]) <= 1e-9:
+                    problems.append(f"{where}: normalisation error {err:.3g} differs from the {norm[i, j]:.3g} "
+                                    "recorded at write time")
     return VerifyReport(path, n, problems)
