@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["run_demo"]
 
 
@@ -40,7 +42,7 @@ def run_demo(out_dir="stores", *, n_halos: int = 300, n_realizations: int = 20, 
     ds = open_store(store)
 
     # a spread of halos: faint to bright
-    order = ds["lum_obs"].argsort().values
+    order = np.argsort(ds["lum_obs"].values)
     picks = ds["halo"].values[order[[int(f * (order.size - 1)) for f in (0.1, 0.5, 0.8, 0.95, 0.99, 1.0)]]]
     fig = plot_posterior(ds, halo=picks)
     fig = getattr(fig, "figure", fig)
@@ -50,14 +52,14 @@ def run_demo(out_dir="stores", *, n_halos: int = 300, n_realizations: int = 20, 
     written = [store, fig_path]
 
     from massmap_xr.analysis import sample
-    from massmap_xr.mapplot import plot_map_panels
+    from massmap_xr.mapplot import plot_statistics
     from massmap_xr.sky import map_statistics, project_flat
 
     samples = sample(ds, map_samples, seed=seed)
     maps = project_flat(samples, pixel_scale=2.0)
     truth = project_flat(ds["mass_true"], pixel_scale=2.0)
     stats = map_statistics(maps, truth=truth)
-    fig = plot_map_panels(stats)
+    fig = plot_statistics(stats)
     fig = getattr(fig, "figure", fig)
     map_path = out / "demo_maps.png"
     fig.savefig(map_path, dpi=110)
