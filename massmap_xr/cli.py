@@ -32,7 +32,7 @@ def _load_catalog(spec: str, args) -> "xr.Dataset":  # noqa: F821
     if spec == "seed":
         return seed_field(seed=args.seed)
     columns = args.columns.split(",") if getattr(args, "columns", None) and args.columns != "original" else getattr(args, "columns", None)
-    return read_catalog(spec, columns=columns)
+    return read_catalog(spec, columns=columns, wrap_ra=getattr(args, "wrap_ra", False))
 
 
 def _hyper(args, catalog):
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     def catalog_args(q):
         q.add_argument("catalog", help="catalogue file (.csv, .txt, .nc, .zarr) or 'seed' for the shipped seed field")
         q.add_argument("--columns", help="column names of a headerless text file, comma separated, or 'original'")
+        q.add_argument("--wrap-ra", action="store_true", help="wrap ra into [0, 360) degrees (e.g. from (-180, 180])")
         q.add_argument("--n-realizations", type=int, default=100)
         q.add_argument("--seed", type=int, default=0)
 

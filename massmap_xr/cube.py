@@ -56,7 +56,10 @@ def catalog_hash(cat: xr.Dataset) -> str:
 
 
 def _check_mass_grid(mass) -> np.ndarray:
-    mass = default_mass_grid() if mass is None else np.asarray(mass, dtype=float)
+    try:
+        mass = default_mass_grid() if mass is None else np.asarray(mass, dtype=float)
+    except (TypeError, ValueError):
+        raise MassmapError(f"mass grid must be numbers (M_sun), got {mass!r:.120}") from None
     if mass.ndim != 1 or mass.size < 2:
         raise MassmapError(f"mass grid must be 1-D with at least 2 points, got shape {mass.shape}")
     if not np.all(np.isfinite(mass)) or np.any(mass <= 0) or np.any(np.diff(mass) <= 0):
@@ -148,6 +151,13 @@ def build_posterior(
         raise MassmapError(f"method must be one of {METHODS}, got {method!r}")
     if method == "montecarlo" and (not isinstance(n_lum, (int, np.integer)) or n_lum < 1):
         raise MassmapError(f"n_lum must be a positive integer, got {n_lum!r}")
+    try:
+        sigma_obs = float(sigma_obs)
+    except (TypeError, ValueError):
+        raise CatalogError(
+            f"sigma_obs must be one number (the default scatter of ln L_obs), got {sigma_obs!r}; give per-halo "
+            "values as the catalogue variable 'sigma_obs'"
+        ) from None
     if not (np.isfinite(sigma_obs) and sigma_obs > 0):
         raise CatalogError(f"sigma_obs must be > 0 and finite, got {sigma_obs!r}")
     prior = as_prior(prior)
@@ -160,7 +170,10 @@ def build_posterior(
 
     n = catalog.sizes["halo"]
     n_r = hyper.sizes["realization"]
-    chunk = default_halo_chunk(mass.size, n_r, n) if chunks is None else int(chunks)
+    try:
+        chunk = default_halo_chunk(mass.size, n_r, n) if chunks is None else int(chunks)
+    except (TypeError, ValueError):
+        raise MassmapError(f"chunks must be a positive number of halos, got {chunks!r}") from None
     if chunk < 1:
         raise MassmapError(f"chunks must be a positive number of halos, got {chunks!r}")
 
@@ -195,7 +208,7 @@ def build_posterior(
         name=f"massmap-posterior-{dask.base.tokenize(catalog_hash(catalog), hyper_hash(hyper), mass, method, n_lum, seed, prior.describe())}",
     )
 
-    cat_vars = {k: catalog[k] for k in catalog.data_vars if catalog[k].dims == ("halo",)}
+    cat_vars = {k: catalog[k] for k in catalog.data_vars if catalog[k].dims == ("halo",) and k not in ("ra", "dec")}
     if "sigma_obs" not in cat_vars:
         attrs = {"long_name": "observational log-normal scatter of L_obs (natural log)", "units": "1"}
         cat_vars["sigma_obs"] = xr.DataArray(sig, dims="halo", attrs=attrs)
@@ -239,13 +252,18 @@ def build_posterior(
 
 
 def _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass):
-    """Warn about halos whose μ_L-inverted mass lies > 5σ outside the grid for every realization."""
-    a = {k: hyper[k].values[None, :] for k in HYPER_NAMES}
-    width = np.sqrt(a["S"] ** 2 + sig[:, None] ** 2)
-    ln_mstar = np.log(a["alpha3"]) + (log_lobs[:, None] - a["alpha1"] - a["alpha4"] * np.log1p(z)[:, None]) / a["alpha2"]
-    sd = width / a["alpha2"]
-    lo, hi = np.log(mass[0]), np.log(mass[-1])
-    far = np.all((ln_mstar < lo - 5 * sd) | (ln_mstar > hi + 5 * sd), axis=1)
+    """Warn about halos whose L_obs lies > 5σ beyond μ_L at both ends of the grid, on the same side,
+    for every realization: u = (ln L_obs - ln μ_L) / √(S² + σ_obs²) is linear in ln M, so this is
+    the inverted mass lying > 5σ outside the grid.  No division by α2 (α2 = 0 is a flat
+    likelihood, not a collapse) and no overflow warnings for degenerate hyperparameters."""
+    a = {k: np.asarray(hyper[k].values, dtype=float)[None, :] for k in HYPER_NAMES}
+    with np.errstate(all="ignore"):
+        inv = 1.0 / np.hypot(a["S"], sig[:, None])
+        base = log_lobs[:, None] - a["alpha1"] - a["alpha4"] * np.log1p(z)[:, None]
+        lna3 = np.log(a["alpha3"])
+        u_lo = (base - a["alpha2"] * (np.log(mass[0]) - lna3)) * inv
+        u_hi = (base - a["alpha2"] * (np.log(mass[-1]) - lna3)) * inv
+        far = np.all((np.minimum(np.abs(u_lo), np.abs(u_hi)) > 5) & (u_lo * u_hi > 0) & (u_lo != u_hi), axis=1)
     if far.any():
         warnings.warn(
             f"{int(far.sum())} halo(s) have L_obs so far from every mean luminosity on the mass grid "

@@ -271,9 +271,16 @@ class TablePrior(MassPrior):
         for c in ("z", "mass"):
             if c not in table.coords:
                 raise PriorError(f"prior table: coordinate {c!r} is missing")
+        kinds = {"values": table.dtype.kind, "z": table["z"].dtype.kind, "mass": table["mass"].dtype.kind}
+        not_real = [k for k, kind in kinds.items() if kind not in "iuf"]
+        if not_real:
+            raise PriorError(f"prior table: {', '.join(not_real)} must be real numbers, got dtypes "
+                             f"{ {k: str(table[k].dtype) if k != 'values' else str(table.dtype) for k in not_real} }")
         z = np.asarray(table["z"].values, dtype=float)
         m = np.asarray(table["mass"].values, dtype=float)
         v = np.asarray(table.values, dtype=float)
+        if not (np.all(np.isfinite(z)) and np.all(np.isfinite(m))):
+            raise PriorError("prior table: coordinates z and mass must be finite (no NaN or inf)")
         if z.size < 1 or m.size < 2:
             raise PriorError("prior table needs at least 1 redshift and 2 masses")
         if np.any(np.diff(z) <= 0) or np.any(np.diff(m) <= 0) or np.any(m <= 0):

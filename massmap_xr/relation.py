@@ -124,7 +124,8 @@ def lobs_likelihood_montecarlo(
     shape = np.broadcast_shapes(mu.shape, log_lobs.shape, S.shape, sigma_obs.shape)
     eps = rng.standard_normal(n_lum)
     acc = np.zeros(shape)
-    for e in eps:  # loop over draws keeps memory at one copy of the output
-        resid = (log_lobs - (mu + S * e)) / sigma_obs
-        acc += np.exp(-0.5 * resid**2)
+    with np.errstate(over="ignore"):  # a residual that squares to inf is a zero likelihood
+        for e in eps:  # loop over draws keeps memory at one copy of the output
+            resid = (log_lobs - (mu + S * e)) / sigma_obs
+            acc += np.exp(-0.5 * resid**2)
     return acc / (n_lum * sigma_obs * np.sqrt(2.0 * np.pi))

@@ -94,14 +94,11 @@ def check_build(cat, hyper, method="analytic") -> None:
     assert_normalised(cube)
 
 
-#: ra/dec stored as data variables (not coordinates) is left out until cube.py handles it: see
-#: test_positions_stored_as_data_variables
-CUBE_CORRUPTIONS = tuple(c for c in CORRUPTIONS if c != "positions_as_data")
 METHODS = st.sampled_from(["analytic", "analytic", "analytic", "montecarlo"])
 
 
 @FUZZ
-@given(cat=catalogs(corruptions=CUBE_CORRUPTIONS), hyper=hypers(), method=METHODS)
+@given(cat=catalogs(corruptions=CORRUPTIONS), hyper=hypers(), method=METHODS)
 def test_any_input_gives_a_normalised_cube_or_a_massmap_error(cat, hyper, method):
     check_build(cat, hyper, method)
 
@@ -314,11 +311,6 @@ def test_vanishing_scatter_gives_a_cube_or_a_massmap_error():
     assert_normalised(cube)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cube.py copies ra/dec data variables next to the ra/dec coordinates (xarray ValueError); once fixed, "
-    "drop this mark and the CUBE_CORRUPTIONS exclusion",
-)
 def test_positions_stored_as_data_variables():
     cat = xr.Dataset(
         {"z": ("halo", [0.5, 0.6]), "lum_obs": ("halo", [2e4, 3e4]), "ra": ("halo", [150.0, 150.1]),
@@ -330,7 +322,6 @@ def test_positions_stored_as_data_variables():
     assert "ra" in cube.coords and "ra" not in cube.data_vars
 
 
-@pytest.mark.xfail(strict=True, reason="cube.py converts sigma_obs / mass / chunks without catching TypeError/ValueError")
 @pytest.mark.parametrize(
     "kwargs", [{"sigma_obs": "x"}, {"sigma_obs": None}, {"mass": ["1e12", "heavy"]}, {"chunks": "a"}],
     ids=["sigma-text", "sigma-none", "mass-text", "chunks-text"],
@@ -344,11 +335,6 @@ def test_bad_build_arguments_raise_massmap_error(kwargs):
         build(cat, 2, **kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cube.py _warn_edge_collapse divides by alpha2 and squares huge scatters; relation.py squares "
-    "(ln L_obs - ln L) / sigma_obs without np.errstate in the Monte Carlo likelihood",
-)
 @pytest.mark.parametrize(
     ("hyper", "sigma", "method"),
     [
@@ -373,8 +359,6 @@ def test_degenerate_inputs_emit_no_numpy_warnings(hyper, sigma, method):
             pass  # a Monte Carlo likelihood that is zero everywhere is reported as such: fine
 
 
-@pytest.mark.xfail(strict=True, reason="prior.py TablePrior converts with float() without catching errors and "
-                   "lets NaN coordinates through")
 @pytest.mark.parametrize("case", ["text-values", "nan-z", "nan-mass"])
 def test_table_prior_rejects_non_numeric_and_nan_tables(case):
     from massmap_xr.prior import TablePrior
