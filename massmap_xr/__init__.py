@@ -1,6 +1,17 @@
-"""massmap_xr: probabilistic halo mass maps with xarray and Zarr."""
+"""massmap_xr: probabilistic halo mass maps with xarray and Zarr.
+
+Data flow: catalogue + hyperparameter samples + mass prior → posterior cube
+(:func:`build_posterior`) → Zarr store (:func:`to_store`, :func:`open_store`) → analysis
+(``ds.massmap.summary()``, ``ds.massmap.sample(n)``, ...) → sky maps
+(:func:`massmap_xr.sky.project_flat`, :func:`massmap_xr.sky.project_healpix`).
+
+The topic modules ``analysis``, ``sky``, ``inference``, ``plot`` and ``mapplot`` load on first
+use (``massmap_xr.sky.project_flat`` works after a plain ``import massmap_xr``).
+"""
 
 from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 SCHEMA_VERSION = "1.0"
@@ -10,7 +21,25 @@ from massmap_xr import accessor  # noqa: E402,F401
 from massmap_xr.catalog import mock_catalog, read_catalog, seed_field  # noqa: E402
 from massmap_xr.cube import build_posterior  # noqa: E402
 from massmap_xr.hyper import from_arviz, read_hyper, reddick2013  # noqa: E402
-from massmap_xr.prior import TablePrior, TinkerPrior  # noqa: E402
+from massmap_xr.prior import TablePrior, TinkerPrior, read_prior_table  # noqa: E402
+from massmap_xr.store import (  # noqa: E402
+    append_halos,
+    append_realizations,
+    build_like_store,
+    open_store,
+    store_info,
+    to_store,
+    verify_store,
+)
+
+_LAZY_MODULES = ("analysis", "sky", "inference", "plot", "mapplot", "demo", "cli")
+_LAZY_FUNCTIONS = {
+    "infer_hyperparameters": "inference",
+    "log_likelihood": "inference",
+    "project_flat": "sky",
+    "project_healpix": "sky",
+    "map_statistics": "sky",
+}
 
 __all__ = [
     "__version__",
@@ -24,7 +53,25 @@ __all__ = [
     "from_arviz",
     "TinkerPrior",
     "TablePrior",
+    "read_prior_table",
+    "to_store",
+    "open_store",
+    "verify_store",
+    "store_info",
+    "append_halos",
+    "append_realizations",
+    "build_like_store",
+    *_LAZY_FUNCTIONS,
 ]
-from massmap_xr.store import open_store, verify_store  # noqa: E402
 
-__all__ += ["open_store", "verify_store"]
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"massmap_xr.{name}")
+    if name in _LAZY_FUNCTIONS:
+        return getattr(importlib.import_module(f"massmap_xr.{_LAZY_FUNCTIONS[name]}"), name)
+    raise AttributeError(f"module 'massmap_xr' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY_MODULES, *_LAZY_FUNCTIONS})

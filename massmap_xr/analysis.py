@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 from scipy import special, stats
 
-from massmap_xr.errors import AnalysisError
+from massmap_xr.errors import AnalysisError, OutputExistsError
 from massmap_xr.kernel import prior_rows, trapezoid_weights
 from massmap_xr.prior import LOG_ZERO
 
@@ -973,7 +973,7 @@ def write_samples(samples: xr.DataArray, path, *, overwrite: bool = False) -> st
         raise AnalysisError("write_samples: expected the (halo, sample) DataArray returned by sample()")
     path = str(path)
     if not overwrite and "://" not in path and Path(path).exists():
-        raise AnalysisError(f"write_samples: {path!r} already exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"write_samples: {path!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
     out = samples.transpose("halo", "sample").rename("mass").to_dataset().drop_encoding()
     if Path(path).suffix.lower() in (".nc", ".nc4"):
         out.to_netcdf(path, mode="w", engine="h5netcdf")

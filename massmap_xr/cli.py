@@ -4,6 +4,10 @@ Sub-commands::
 
     massmap demo                      mock field -> cube -> stores/demo.zarr + figures
     massmap build CATALOG -o STORE    build a cube store from a catalogue
+                                      (--init-only / --halo-range A:B + finalize: many writers)
+    massmap finalize STORE            check and seal a store written by several writers
+    massmap append-halos STORE CATALOG           add halos with the store's model
+    massmap append-realizations STORE --hyper F  add hyperparameter draws for the stored halos
     massmap info STORE                describe a store
     massmap verify STORE              re-check a store's checksums and invariants
     massmap summary STORE -o F        per-halo summaries to CSV or NetCDF
@@ -21,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from massmap_xr.errors import MassmapError
 
 __all__ = ["main"]
@@ -35,6 +41,14 @@ def _load_catalog(spec: str, args) -> "xr.Dataset":  # noqa: F821
     return read_catalog(spec, columns=columns, wrap_ra=getattr(args, "wrap_ra", False))
 
 
+def _prior(args):
+    from massmap_xr.prior import read_prior_table
+
+    if getattr(args, "prior_table", None):
+        return read_prior_table(args.prior_table, mass_factor=args.prior_mass_factor)
+    return None
+
+
 def _hyper(args, catalog):
     from massmap_xr.hyper import read_hyper, reddick2013
 
@@ -42,24 +56,86 @@ def _hyper(args, catalog):
         from massmap_xr.inference import infer_hyperparameters
 
         print(f"inferring hyperparameters from {catalog.sizes['halo']} halos ...", file=sys.stderr)
-        return infer_hyperparameters(catalog, n=args.n_realizations, seed=args.seed, progress=True)
-    if args.hyper:
+        return infer_hyperparameters(catalog, prior=_prior(args), n=args.n_realizations, seed=args.seed,
+                                     sigma_obs=args.sigma_obs, progress=True)
+    if getattr(args, "hyper", None):
         return read_hyper(args.hyper)
     return reddick2013(args.n_realizations, seed=args.seed)
+
+
+def _halo_range(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP (halo indices), got {text!r}") from None
+    return a, b
 
 
 def cmd_build(args) -> int:
     from massmap_xr.cube import build_posterior
     from massmap_xr.store import to_store
 
+    from massmap_xr.store import init_store, write_slabs
+
     cat = _load_catalog(args.catalog, args)
     hyper = _hyper(args, cat)
-    cube = build_posterior(cat, hyper, sigma_obs=args.sigma_obs, method=args.method, chunks=args.chunks)
-    t0 = time.perf_counter()
-    to_store(cube, args.output, mode="w" if args.overwrite else "w-", resume=args.resume, progress=not args.quiet)
+    cube = build_posterior(cat, hyper, prior=_prior(args), sigma_obs=args.sigma_obs, method=args.method,
+                           n_lum=args.n_lum, chunks=args.chunks)
     n = cube.sizes
+    t0 = time.perf_counter()
+    mode = "w" if args.overwrite else "w-"
+    if args.init_only:
+        layout = init_store(cube, args.output, mode=mode)
+        print(f"initialised {args.output}: {layout.n_halo_chunks} slabs of {layout.halo_chunk} halos; write them "
+              f"with --halo-range, then run `massmap finalize {args.output}`")
+        return 0
+    if args.halo_range is not None:
+        done = write_slabs(cube, args.output, halo_range=args.halo_range, progress=not args.quiet)
+        print(f"wrote {len(done)} slab(s) of {args.output} (halos {args.halo_range[0]}:{args.halo_range[1]}) "
+              f"in {time.perf_counter() - t0:.1f} s")
+        return 0
+    to_store(cube, args.output, mode=mode, resume=args.resume, progress=not args.quiet)
     print(f"wrote {args.output}: {n['halo']} halos x {n['mass']} masses x {n['realization']} realizations "
           f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_finalize(args) -> int:
+    from massmap_xr.store import finalize_store
+
+    finalize_store(args.store)
+    print(f"{args.store} is complete")
+    return 0
+
+
+def cmd_append_halos(args) -> int:
+    from massmap_xr.store import append_halos, build_like_store, open_store
+
+    cat = _load_catalog(args.catalog, args)
+    if args.renumber:
+        top = int(open_store(args.store)["halo"].max())
+        cat = cat.assign_coords(halo=top + 1 + (cat["halo"] - cat["halo"].min()))
+    try:
+        append_halos(args.store, build_like_store(cat, args.store), progress=not args.quiet)
+    except MassmapError as exc:
+        if "already in the store" in str(exc) and not args.renumber:
+            raise type(exc)(f"{exc}; or pass --renumber") from None
+        raise
+    print(f"appended {cat.sizes['halo']} halos to {args.store}")
+    return 0
+
+
+def cmd_append_realizations(args) -> int:
+    from massmap_xr.hyper import read_hyper, reddick2013
+    from massmap_xr.store import append_realizations, build_like_store, open_store
+
+    ds = open_store(args.store)
+    hyper = read_hyper(args.hyper) if args.hyper else reddick2013(args.n_realizations, seed=args.seed)
+    top = int(ds["realization"].max())
+    hyper = hyper.assign_coords(realization=top + 1 + np.arange(hyper.sizes["realization"]))
+    cat = ds[[k for k in ds.data_vars if ds[k].dims == ("halo",)]]
+    append_realizations(args.store, build_like_store(cat, args.store, hyper=hyper), progress=not args.quiet)
+    print(f"appended {hyper.sizes['realization']} realizations to {args.store}")
     return 0
 
 
@@ -95,7 +171,7 @@ def cmd_sample(args) -> int:
 
     ds = open_store(args.store)
     s = sample(ds, args.n, method=args.method, correlated=not args.independent, seed=args.seed)
-    write_samples(s, args.output)
+    write_samples(s, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output}: {args.n} samples of {ds.sizes['halo']} halos")
     return 0
 
@@ -105,13 +181,28 @@ def cmd_map(args) -> int:
     from massmap_xr.sky import project_flat, project_healpix, write_map
     from massmap_xr.store import open_store
 
+    from massmap_xr.sky import map_statistics
+
     ds = open_store(args.store)
-    s = sample(ds, args.n, seed=args.seed)
+    s = sample(ds, args.n, method=args.method, correlated=not args.independent, seed=args.seed)
     if args.flat is not None:
-        maps = project_flat(s, pixel_scale=args.flat)
+        center = args.center
+        if center is None and "field_center_ra" in ds.attrs:
+            center = (float(ds.attrs["field_center_ra"]), float(ds.attrs["field_center_dec"]))
+        size = args.size if args.size is not None else ds.attrs.get("field_size_arcmin")
+
+        def project(m):
+            return project_flat(m, center=center, size=size, pixel_scale=args.flat, quantity=args.quantity)
     else:
-        maps = project_healpix(s, args.healpix, nest=not args.ring)
-    write_map(maps, args.output)
+        def project(m):
+            return project_healpix(m, args.healpix, nest=not args.ring, quantity=args.quantity)
+    maps = project(s)
+    if args.samples:
+        out = maps
+    else:
+        truth = project(ds["mass_true"]) if "mass_true" in ds else None
+        out = map_statistics(maps, truth=truth)
+    write_map(out, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output}")
     return 0
 
@@ -120,7 +211,9 @@ def cmd_infer(args) -> int:
     from massmap_xr.inference import infer_to_file
 
     cat = _load_catalog(args.catalog, args)
-    infer_to_file(cat, args.output, n=args.n_realizations, seed=args.seed, progress=True)
+    kwargs = {"free": args.free.split(",")} if args.free else {}
+    infer_to_file(cat, args.output, prior=_prior(args), n=args.n_realizations, seed=args.seed, method=args.method,
+                  hyperprior=args.hyperprior, sigma_obs=args.sigma_obs, progress=True, **kwargs)
     print(f"wrote {args.output}")
     return 0
 
@@ -156,19 +249,51 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--wrap-ra", action="store_true", help="wrap ra into [0, 360) degrees (e.g. from (-180, 180])")
         q.add_argument("--n-realizations", type=int, default=100)
         q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--sigma-obs", type=float, default=0.05,
+                       help="observational scatter of ln L_obs for catalogues without a sigma_obs column")
+        q.add_argument("--prior-table", help="prior table 'z M dn/dM' (text) instead of the Tinker (2010) prior")
+        q.add_argument("--prior-mass-factor", type=float, default=1.0,
+                       help="multiply the prior table's mass column by this to get M_sun")
 
     b = sub.add_parser("build", help="build a posterior cube store from a catalogue")
     catalog_args(b)
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--hyper", help="hyperparameter table (.csv or .nc); default Reddick 2013 draws")
     b.add_argument("--infer", action="store_true", help="infer the hyper-posterior from the catalogue first")
-    b.add_argument("--sigma-obs", type=float, default=0.05)
     b.add_argument("--method", choices=("analytic", "montecarlo"), default="analytic")
+    b.add_argument("--n-lum", type=int, default=100, help="luminosity draws per mass point (montecarlo)")
     b.add_argument("--chunks", type=int, default=None, help="halos per slab")
     b.add_argument("--resume", action="store_true", help="finish an interrupted build of the same cube")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    w = b.add_mutually_exclusive_group()
+    w.add_argument("--init-only", action="store_true",
+                   help="only create the store (metadata, no posterior values) for several writers")
+    w.add_argument("--halo-range", type=_halo_range, metavar="START:STOP",
+                   help="write only the slabs of halos [START, STOP) into an initialised store")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_build)
+
+    fz = sub.add_parser("finalize", help="check and seal a store written by several writers")
+    fz.add_argument("store")
+    fz.set_defaults(func=cmd_finalize)
+
+    ah = sub.add_parser("append-halos", help="append the halos of a catalogue to a store, with its model")
+    ah.add_argument("store")
+    ah.add_argument("catalog", help="catalogue file (.csv, .txt, .nc, .zarr)")
+    ah.add_argument("--columns", help="column names of a headerless text file, comma separated")
+    ah.add_argument("--wrap-ra", action="store_true", help="wrap ra into [0, 360) degrees")
+    ah.add_argument("--renumber", action="store_true", help="give the new halos ids after the store's largest")
+    ah.add_argument("--seed", type=int, default=0)
+    ah.add_argument("--quiet", action="store_true")
+    ah.set_defaults(func=cmd_append_halos)
+
+    ar = sub.add_parser("append-realizations", help="append hyperparameter realizations to a store")
+    ar.add_argument("store")
+    ar.add_argument("--hyper", help="hyperparameter table (.csv or .nc); default: new Reddick 2013 draws")
+    ar.add_argument("--n-realizations", type=int, default=100)
+    ar.add_argument("--seed", type=int, default=1, help="seed of the new Reddick 2013 draws")
+    ar.add_argument("--quiet", action="store_true")
+    ar.set_defaults(func=cmd_append_realizations)
 
     i = sub.add_parser("info", help="describe a store")
     i.add_argument("store")
@@ -190,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--method", choices=("grid", "normal"), default="grid")
     sa.add_argument("--independent", action="store_true", help="independent draws from each halo's marginal")
     sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--overwrite", action="store_true", help="replace an existing output")
     sa.set_defaults(func=cmd_sample)
 
     m = sub.add_parser("map", help="project mass samples onto a sky grid")
@@ -198,14 +324,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flat", type=float, metavar="PIXEL_ARCMIN")
     g.add_argument("--healpix", type=int, metavar="NSIDE")
     m.add_argument("--ring", action="store_true", help="RING ordering for HEALPix (default NESTED)")
-    m.add_argument("-n", type=int, default=100)
+    m.add_argument("-n", type=int, default=100, help="number of mass samples (maps)")
     m.add_argument("-o", "--output", required=True, help="OUT.zarr, .nc, .fits or .png")
+    m.add_argument("--center", type=lambda t: tuple(float(v) for v in t.split(",")), metavar="RA,DEC",
+                   help="flat grid centre in degrees (default: the store's field centre)")
+    m.add_argument("--size", type=float, metavar="ARCMIN", help="flat grid side (default: the store's field size)")
+    m.add_argument("--quantity", choices=("mass", "surface_density"), default="mass")
+    m.add_argument("--method", choices=("grid", "normal"), default="grid")
+    m.add_argument("--independent", action="store_true", help="independent draws from each halo's marginal")
+    m.add_argument("--samples", action="store_true",
+                   help="write the stack of sampled maps instead of their statistics (mean, std, quantiles, truth)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing output")
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(func=cmd_map)
 
     f = sub.add_parser("infer", help="infer the hyper-posterior from a catalogue")
     catalog_args(f)
-    f.add_argument("-o", "--output", required=True, help="hyper.nc")
+    f.add_argument("-o", "--output", required=True, help="hyper.nc or hyper.csv")
+    f.add_argument("--method", choices=("laplace", "emcee"), default="laplace")
+    f.add_argument("--hyperprior", choices=("reddick2013", "flat"), default="reddick2013")
+    f.add_argument("--free", help="hyperparameters to infer, comma separated (default alpha1,alpha2,alpha4,S)")
     f.set_defaults(func=cmd_infer)
     return p
 

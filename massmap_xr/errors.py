@@ -23,6 +23,7 @@ __all__ = [
     "ProjectionError",
     "AnalysisError",
     "InferenceError",
+    "OutputExistsError",
     "MassmapWarning",
     "CatalogWarning",
     "format_offenders",
@@ -81,6 +82,10 @@ class AnalysisError(MassmapError):
 
 class InferenceError(MassmapError):
     """Hyperparameter inference was asked for with invalid settings or failed."""
+
+
+class OutputExistsError(MassmapError, FileExistsError):
+    """An output file or store already exists and overwriting was not asked for."""
 
 
 class MassmapWarning(UserWarning):

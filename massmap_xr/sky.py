@@ -50,7 +50,7 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 
-from massmap_xr.errors import ProjectionError, format_offenders
+from massmap_xr.errors import OutputExistsError, ProjectionError, format_offenders
 
 __all__ = [
     "WCS_KEYS",
@@ -1152,7 +1152,7 @@ def to_fits(map: xr.DataArray | xr.Dataset, path, overwrite: bool = False) -> Pa
 
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     kind = _map_kind(map)
     if kind == "healpix":
         _write_healpix_fits(map, path, overwrite)
@@ -1351,7 +1351,7 @@ def write_map(maps: xr.DataArray | xr.Dataset, path, *, overwrite: bool = False,
     if not isinstance(maps, (xr.DataArray, xr.Dataset)):
         raise ProjectionError(f"write_map: maps must be a DataArray or Dataset, got {type(maps).__name__}")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     if suffix in (".fits", ".fit"):
         return to_fits(maps, path, overwrite=overwrite)
     if suffix in (".png", ".pdf", ".svg"):

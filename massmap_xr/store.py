@@ -61,6 +61,7 @@ __all__ = [
     "VerifyReport",
     "append_halos",
     "append_realizations",
+    "build_like_store",
     "finalize_store",
     "init_store",
     "open_store",
@@ -1175,6 +1176,59 @@ def append_halos(path, ds: xr.Dataset, *, progress: bool = False, storage_option
     _run_jobs(jobs, path, storage_options, layout, progress=progress, total=n_total - n_old,
               initial=n_total - n_old - sum(j.n_halo for j in jobs), desc="massmap append halos", build_id=None)
     return _finalize(path, storage_options, None, from_append=True)
+
+
+def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | None = None,
+                     storage_options: dict | None = None) -> xr.Dataset:
+    """A lazy cube of ``catalog`` built with the model of the store at ``path``.
+
+    The store's mass grid, prior, method (``n_lum``, Monte Carlo seed), default ``sigma_obs`` and
+    (unless ``hyper`` is given) its hyperparameter realizations are reused, so the result can be
+    passed to :func:`append_halos`.  With ``hyper`` (new realizations, e.g. more draws of the
+    same posterior) the result, built for the store's halos, is what :func:`append_realizations`
+    takes.
+
+    Parameters
+    ----------
+    catalog : xarray.Dataset
+        Halos, as from :func:`~massmap_xr.catalog.read_catalog`.
+    path : str or path-like
+        A massmap store.
+    hyper : optional
+        Hyperparameter samples for the new cube (default: the store's).
+    chunks : int, optional
+        Halos per dask chunk (default: the store's slab size).
+
+    Raises
+    ------
+    StoreError
+        If the store's prior cannot be rebuilt (a prior table without its ``prior_dndm``).
+    """
+    from massmap_xr.cube import HYPER_NAMES, build_posterior
+    from massmap_xr.prior import TablePrior, TinkerPrior
+
+    store = open_store(path, storage_options=storage_options)
+    attrs = store.attrs
+    kind = attrs.get("prior")
+    if kind == "TinkerPrior":
+        prior = TinkerPrior(cosmology=attrs["prior_cosmology"], hmf_model=attrs["prior_hmf_model"],
+                            transfer_model=attrs["prior_transfer_model"])
+    elif kind == "TablePrior" and "prior_dndm" in store:
+        table = store["prior_dndm"].load().rename(prior_z="z")
+        table.attrs = {k[len("prior_table_"):]: v for k, v in attrs.items() if k.startswith("prior_table_")}
+        prior = TablePrior(table)
+    else:
+        raise StoreError(f"{str(path)!r}: cannot rebuild its prior ({kind!r}); build the cube with "
+                         "build_posterior(..., prior=...) using the store's prior")
+    if hyper is None:
+        names = [k for k in (*HYPER_NAMES, "weight") if k in store]
+        hyper = store[names].load()
+    layout = _read_layout(dict(_open_group(str(path), storage_options, mode="r").attrs), str(path))
+    return build_posterior(
+        catalog, hyper, prior=prior, mass=store["mass"].values, sigma_obs=float(attrs["sigma_obs_default"]),
+        method=attrs["method"], n_lum=max(int(attrs.get("n_lum", 0)), 1), seed=int(attrs.get("mc_seed", 0)),
+        chunks=layout.halo_chunk if chunks is None else chunks,
+    )
 
 
 def _read_checked(group, hs: slice, rs: slice, crcs, layout: StoreLayout) -> np.ndarray:

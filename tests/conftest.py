@@ -12,14 +12,20 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: the original study's reference tables: $MASSMAP_SHARED_DATA, else ``shared/data`` beside the
+#: checkout, else the workspace copy
+_CANDIDATES = [Path(p) for p in (os.environ.get("MASSMAP_SHARED_DATA"),) if p] + [
+    Path(__file__).resolve().parents[1].parent / "shared" / "data",
+    Path("/work/shared/data"),
+]
+SHARED_DATA = next((p for p in _CANDIDATES if (p / "seed_tinker10_prior.txt").exists()), _CANDIDATES[0])
 os.environ.setdefault("MASSMAP_TUTORIAL_SMALL", "1")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
-        pytest.skip(f"reference data not found at {SHARED_DATA}")
+        pytest.skip(f"reference data not found (looked in {', '.join(map(str, _CANDIDATES))}; set MASSMAP_SHARED_DATA)")
     return SHARED_DATA
 
 

@@ -16,7 +16,7 @@ from scipy.integrate import cumulative_trapezoid
 from strategies import QUICK
 
 from massmap_xr import analysis
-from massmap_xr.errors import AnalysisError
+from massmap_xr.errors import AnalysisError, OutputExistsError
 
 # ----------------------------------------------------------------------------------------------
 # helpers
@@ -674,7 +674,7 @@ def test_write_samples_round_trips_through_zarr(tmp_path, backend_cube):
     np.testing.assert_array_equal(back["ra"].values, draws["ra"].values)
     assert back["mass"].attrs["units"] == "solMass"
     assert back["mass"].attrs["seed"] == 4
-    with pytest.raises(AnalysisError, match="already exists; pass overwrite=True"):
+    with pytest.raises(OutputExistsError, match="already exists; pass overwrite=True"):
         analysis.write_samples(draws, path)
     analysis.write_samples(draws * 2, path, overwrite=True)
     np.testing.assert_array_equal(xr.open_zarr(path, consolidated=False)["mass"].values, 2 * draws.values)

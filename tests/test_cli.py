@@ -79,3 +79,65 @@ def test_demo_entry_point(tmp_path):
     assert ds.sizes["halo"] == 40
     assert (tmp_path / "demo_posteriors.png").stat().st_size > 10_000
     assert (tmp_path / "demo_maps.png").stat().st_size > 10_000
+
+
+def _csv(cat, path):
+    pd.DataFrame({"z": cat.z, "lum_obs": cat.lum_obs, "ra": cat.ra, "dec": cat.dec,
+                  "mass_true": cat.mass_true}).to_csv(path, index=False)
+    return path
+
+
+def test_many_writers_then_appends_equal_one_build(tmp_path, capsys):
+    """init-only + two halo-range writers + finalize, then append-halos/-realizations: the store
+    holds exactly the cube built in one go from the union catalogue and hyperparameters."""
+    import xarray as xr
+
+    from massmap_xr.cube import build_posterior
+    from massmap_xr.hyper import reddick2013
+    from massmap_xr.store import verify_store
+
+    a, b = mock_catalog(40, seed=3), mock_catalog(15, seed=4)
+    fa, fb = _csv(a, tmp_path / "a.csv"), _csv(b, tmp_path / "b.csv")
+    st = str(tmp_path / "s.zarr")
+    common = ["--n-realizations", "4", "--seed", "5", "--chunks", "16"]
+    assert main(["build", str(fa), "-o", st, *common, "--init-only"]) == 0
+    assert main(["build", str(fa), "-o", st, *common, "--halo-range", "16:40", "--quiet"]) == 0
+    with pytest.raises(Exception):
+        open_store(st)  # not finalized yet: an unfinished store never opens as complete
+    assert main(["build", str(fa), "-o", st, *common, "--halo-range", "0:16", "--quiet"]) == 0
+    assert main(["finalize", st]) == 0
+    assert main(["append-halos", st, str(fb), "--quiet"]) == 2
+    assert "--renumber" in capsys.readouterr().err
+    assert main(["append-halos", st, str(fb), "--renumber", "--quiet"]) == 0
+    assert main(["append-realizations", st, "--n-realizations", "3", "--seed", "9", "--quiet"]) == 0
+    assert verify_store(st).ok
+
+    union = xr.concat([a, b.assign_coords(halo=b.halo + 40)], "halo")
+    hyper = xr.concat([reddick2013(4, seed=5), reddick2013(3, seed=9).assign_coords(realization=[4, 5, 6])],
+                      "realization")
+    ref = build_posterior(union, hyper).compute()
+    ds = open_store(st).compute()
+    assert ds.sizes == {**ds.sizes, "halo": 55, "realization": 7}
+    np.testing.assert_allclose(ds.posterior.values, ref.posterior.values, rtol=2e-6, atol=1e-12)
+    np.testing.assert_allclose(ds.weight.values, np.full(7, 1 / 7))
+
+
+def test_map_statistics_with_truth_in_field_window(built_store, tmp_path):
+    """`massmap map` writes mean/std/truth maps on the store's 40' field window by default."""
+    from massmap_xr.sky import read_fits
+
+    out = tmp_path / "m.nc"
+    assert main(["map", str(built_store), "--flat", "4", "-n", "30", "-o", str(out)]) == 0
+    import xarray as xr
+
+    m = xr.load_dataset(out)
+    assert {"mean", "std", "truth", "residual"} <= set(m.data_vars)
+    assert m["mean"].sizes == {"y": 10, "x": 10}
+    ds = open_store(built_store)
+    # every mock halo lies in the 40' window: the truth map holds the whole true mass
+    np.testing.assert_allclose(float(m["truth"].sum()), float(ds.mass_true.sum()), rtol=1e-9)
+    assert main(["map", str(built_store), "--flat", "4", "-n", "5", "-o", str(out)]) == 2  # exists
+    assert main(["map", str(built_store), "--healpix", "1024", "-n", "5", "--samples", "-o",
+                 str(tmp_path / "h.fits")]) == 0
+    h = read_fits(tmp_path / "h.fits")
+    assert h.attrs.get("grid_name") == "healpix" or "cell_ids" in h.coords
