@@ -497,7 +497,9 @@ def read_catalog(
             raise CatalogError(f"catalogue file {path_s!r} does not exist")
         kind = "Zarr" if suffix == ".zarr" else "NetCDF"
         try:
-            ds = xr.open_zarr(path_s, consolidated=None).load() if suffix == ".zarr" else xr.load_dataset(path_s)
+            with warnings.catch_warnings():  # Zarr 3 stores usually have no consolidated metadata
+                warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
+                ds = xr.open_zarr(path_s, consolidated=None).load() if suffix == ".zarr" else xr.load_dataset(path_s)
         except Exception as exc:  # any reader failure is a bad input file
             raise CatalogError(
                 f"catalogue {p.name!r} cannot be read as {kind} ({type(exc).__name__}: {exc}); check the path "

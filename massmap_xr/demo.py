@@ -56,8 +56,10 @@ def run_demo(out_dir="stores", *, n_halos: int = 300, n_realizations: int = 20, 
     from massmap_xr.sky import map_statistics, project_flat
 
     samples = sample(ds, map_samples, seed=seed)
-    maps = project_flat(samples, pixel_scale=2.0)
-    truth = project_flat(ds["mass_true"], pixel_scale=2.0)
+    grid = {"center": (ds.attrs["field_center_ra"], ds.attrs["field_center_dec"]),
+            "size": ds.attrs["field_size_arcmin"], "pixel_scale": 2.0}
+    maps = project_flat(samples, **grid)
+    truth = project_flat(ds["mass_true"], **grid)
     stats = map_statistics(maps, truth=truth)
     fig = plot_statistics(stats)
     fig = getattr(fig, "figure", fig)

@@ -53,7 +53,7 @@ def test_summary_and_sample(built_store, tmp_path):
     assert main(["sample", str(built_store), "-n", "7", "-o", str(tmp_path / "s.zarr")]) == 0
     import xarray as xr
 
-    s = xr.open_zarr(tmp_path / "s.zarr")
+    s = xr.open_zarr(tmp_path / "s.zarr", consolidated=False)
     var = next(iter(s.data_vars))
     assert s[var].sizes == {"halo": 40, "sample": 7}
 
