@@ -1123,7 +1123,8 @@ def append_halos(path, ds: xr.Dataset, *, progress: bool = False, storage_option
         if stored_r.shape != ds["realization"].shape or not np.array_equal(stored_r, ds["realization"].values):
             problems.append("realization labels differ from the store's")
         _raise_problems(problems, f"cannot append halos to {path!r}: the cube's model differs from the store's",
-                        "Build the new halos with the store's hyperparameters, mass grid, prior and method.")
+                        "Build the new halos with the store's hyperparameters, mass grid, prior and method: "
+                        "build_like_store(new_catalog, path).")
         _same_variables(group, ds, "halo", path)
         old = _stored_catalog(group)
         ids = np.asarray(ds["halo"].values)
@@ -1316,7 +1317,8 @@ def append_realizations(path, ds: xr.Dataset, *, progress: bool = False, storage
         if stored_ids.shape != ds["halo"].shape or not np.array_equal(stored_ids, ds["halo"].values):
             problems.append("halo ids differ from the store's (same halos in the same order are needed)")
         _raise_problems(problems, f"cannot append realizations to {path!r}: the cube's halos or model differ",
-                        "Build the new realizations from the store's catalogue, mass grid, prior and method.")
+                        "Build the new realizations from the store's catalogue, mass grid, prior and method: "
+                        "build_like_store(catalog, path, hyper=new_draws).")
         _same_variables(group, ds, "realization", path)
         old_r = np.asarray(group["realization"][...])
         new_r = np.asarray(ds["realization"].values)
