@@ -16,8 +16,7 @@ import importlib
 __version__ = "0.1.0"
 SCHEMA_VERSION = "1.0"
 
-from massmap_xr import errors  # noqa: E402,F401
-from massmap_xr import accessor  # noqa: E402,F401
+from massmap_xr import accessor, errors  # noqa: E402,F401
 from massmap_xr.catalog import mock_catalog, read_catalog, seed_field  # noqa: E402
 from massmap_xr.cube import build_posterior  # noqa: E402
 from massmap_xr.hyper import from_arviz, read_hyper, reddick2013  # noqa: E402

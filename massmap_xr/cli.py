@@ -73,9 +73,7 @@ def _halo_range(text: str) -> tuple[int, int]:
 
 def cmd_build(args) -> int:
     from massmap_xr.cube import build_posterior
-    from massmap_xr.store import to_store
-
-    from massmap_xr.store import init_store, write_slabs
+    from massmap_xr.store import init_store, to_store, write_slabs
 
     cat = _load_catalog(args.catalog, args)
     hyper = _hyper(args, cat)
@@ -178,10 +176,8 @@ def cmd_sample(args) -> int:
 
 def cmd_map(args) -> int:
     from massmap_xr.analysis import sample
-    from massmap_xr.sky import project_flat, project_healpix, write_map
+    from massmap_xr.sky import map_statistics, project_flat, project_healpix, write_map
     from massmap_xr.store import open_store
-
-    from massmap_xr.sky import map_statistics
 
     ds = open_store(args.store)
     s = sample(ds, args.n, method=args.method, correlated=not args.independent, seed=args.seed)

@@ -259,7 +259,7 @@ def _prepare(log_lobs, z, sigma_obs, z_nodes, log_table, mass, alpha1, alpha2, a
     x = np.log(mass)
     wts = trapezoid_weights(x / _LN10)
     hyp = [_as_vector(k, a, None) for k, a in zip(("alpha1", "alpha2", "alpha3", "alpha4", "S"),
-                                                   (alpha1, alpha2, alpha3, alpha4, S))]
+                                                   (alpha1, alpha2, alpha3, alpha4, S), strict=True)]
     n_r = hyp[0].size
     if any(a.size != n_r for a in hyp):
         raise MassmapError(f"posterior_block: hyperparameters must share one length, got {[a.size for a in hyp]}")

@@ -11,6 +11,7 @@ import pytest
 
 from massmap_xr.catalog import mock_catalog
 from massmap_xr.cli import main
+from massmap_xr.errors import IncompleteStoreError
 from massmap_xr.store import open_store
 
 
@@ -102,7 +103,7 @@ def test_many_writers_then_appends_equal_one_build(tmp_path, capsys):
     common = ["--n-realizations", "4", "--seed", "5", "--chunks", "16"]
     assert main(["build", str(fa), "-o", st, *common, "--init-only"]) == 0
     assert main(["build", str(fa), "-o", st, *common, "--halo-range", "16:40", "--quiet"]) == 0
-    with pytest.raises(Exception):
+    with pytest.raises(IncompleteStoreError):
         open_store(st)  # not finalized yet: an unfinished store never opens as complete
     assert main(["build", str(fa), "-o", st, *common, "--halo-range", "0:16", "--quiet"]) == 0
     assert main(["finalize", st]) == 0

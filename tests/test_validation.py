@@ -366,7 +366,7 @@ def test_arcmin_offset_columns_are_converted_without_warning(tmp_path):
     path = tmp_path / "orig.txt"
     rng = np.random.default_rng(6)
     rows = [f"{z:.3f} {2e4:.1f} {1e13:.3g} {x:.4f} {y:.4f}"
-            for z, x, y in zip(rng.uniform(0.1, 1, 50), rng.uniform(-20, 20, 50), rng.uniform(-20, 20, 50))]
+            for z, x, y in zip(rng.uniform(0.1, 1, 50), rng.uniform(-20, 20, 50), rng.uniform(-20, 20, 50), strict=False)]
     path.write_text("\n".join(rows) + "\n")
     cat = read_catalog(path, columns="original", center=(150.0, 2.0))  # warnings are errors here
     assert abs(float(cat.ra.mean()) - 150.0) < 0.1 and abs(float(cat.dec.mean()) - 2.0) < 0.1
