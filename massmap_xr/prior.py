@@ -18,6 +18,7 @@ interpolated linearly in (ln M, ln dn/dM); outside a table's mass range the prio
 
 from __future__ import annotations
 
+import abc
 import functools
 import warnings
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ def default_mass_grid(n: int = 400, log10_min: float = 10.0, log10_max: float = 
     return np.logspace(log10_min, log10_max, int(n))
 
 
-class MassPrior:
+class MassPrior(abc.ABC):
     """Interface of a mass prior tabulated on redshift nodes.
 
     Subclasses provide :meth:`log_table`, ln(dn/dM) on redshift nodes × a requested mass grid.
@@ -53,9 +54,9 @@ class MassPrior:
     #: inclusive redshift range covered by the table
     z_range: tuple[float, float]
 
+    @abc.abstractmethod
     def log_table(self, mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(z_nodes, ln_dndm)`` with ``ln_dndm`` of shape (n_z, n_mass)."""
-        raise NotImplementedError  # pragma: no cover - interface
 
     def table(self, mass: np.ndarray | None = None) -> xr.DataArray:
         """dn/dM on the redshift nodes and ``mass`` grid, as a DataArray (prior_z, mass)."""
