@@ -1017,6 +1017,21 @@ def _pending(attrs: dict) -> dict:
     return json.loads(raw) if isinstance(raw, str) else dict(raw or {})
 
 
+def _begin_append(path, ds: xr.Dataset, operation: str, hash_name: str, storage_options):
+    """Check ``ds`` and open the store for ``operation``: ``(path, group, attrs, cube_hash, pending)``.
+
+    ``cube_hash`` is the cube's ``hash_name`` (the hash of what the append adds); ``pending`` is the
+    record of an interrupted append of this cube, or None for a fresh one.
+    """
+    _check_cube(ds, operation)
+    path = str(path)
+    group = _open_group(path, storage_options, mode="r+")
+    attrs = dict(group.attrs)
+    _check_schema(attrs, path)
+    cube_hash = _cube_hashes(ds)[hash_name]
+    return path, group, attrs, cube_hash, _start_append(group, attrs, path, operation, cube_hash)
+
+
 def _start_append(group, attrs, path, operation: str, key: str) -> dict | None:
     """Pending record of an interrupted ``operation`` with this cube, or None for a fresh append."""
     if PENDING in attrs:
@@ -1108,14 +1123,8 @@ def append_halos(path, ds: xr.Dataset, *, progress: bool = False, storage_option
     str
         The store path.
     """
-    _check_cube(ds, "append_halos")
-    path = str(path)
-    group = _open_group(path, storage_options, mode="r+")
-    attrs = dict(group.attrs)
-    _check_schema(attrs, path)
+    path, group, attrs, cube_hash, pend = _begin_append(path, ds, "append_halos", "catalog_hash", storage_options)
     new_hashes = _catalog_hash_of({k: ds[k].values for k in ("halo", "z", "lum_obs", "sigma_obs")})
-    cube_hash = _cube_hashes(ds)["catalog_hash"]
-    pend = _start_append(group, attrs, path, "append_halos", cube_hash)
     if pend is None:
         layout = _read_layout(attrs, path)
         problems = _model_problems(ds, attrs, group, keys=("hyper_hash",))
@@ -1301,15 +1310,10 @@ def append_realizations(path, ds: xr.Dataset, *, progress: bool = False, storage
     differ from those one build of the union would make, so values agree statistically, not
     bitwise; analytic cubes agree bitwise.
     """
-    _check_cube(ds, "append_realizations")
-    path = str(path)
-    group = _open_group(path, storage_options, mode="r+")
-    attrs = dict(group.attrs)
-    _check_schema(attrs, path)
     from massmap_xr.relation import HYPER_NAMES
 
-    cube_hash = _cube_hashes(ds)["hyper_hash"]
-    pend = _start_append(group, attrs, path, "append_realizations", cube_hash)
+    path, group, attrs, cube_hash, pend = _begin_append(path, ds, "append_realizations", "hyper_hash",
+                                                        storage_options)
     if pend is None:
         layout = _read_layout(attrs, path)
         problems = _model_problems(ds, attrs, group, keys=("catalog_hash",))
