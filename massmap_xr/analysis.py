@@ -903,7 +903,7 @@ def _flat_summary(summ: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def write_summary(ds: xr.Dataset, path, *, levels: Sequence[float] = (0.68, 0.95)) -> str:
+def write_summary(ds: xr.Dataset, path, *, levels: Sequence[float] = (0.68, 0.95), overwrite: bool = False) -> str:
     """Write per-halo summaries to CSV or NetCDF.
 
     Parameters
@@ -920,6 +920,8 @@ def write_summary(ds: xr.Dataset, path, *, levels: Sequence[float] = (0.68, 0.95
         units attributes (h5netcdf engine).
     levels : sequence of float, default (0.68, 0.95)
         Central credible levels, used when ``ds`` is a cube.
+    overwrite : bool, default False
+        Replace an existing file (otherwise :class:`~massmap_xr.errors.OutputExistsError`).
 
     Returns
     -------
@@ -930,6 +932,8 @@ def write_summary(ds: xr.Dataset, path, *, levels: Sequence[float] = (0.68, 0.95
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".nc", ".nc4"):
         raise AnalysisError(f"write_summary: cannot write {str(path)!r}; use a .csv or .nc file name")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"write_summary: {str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
     if isinstance(ds, xr.Dataset) and "posterior" in ds.data_vars:
         summ = summary(ds, levels)
         catalogue = {k: ds[k].variable for k in ("z", "lum_obs", "mass_true", "sigma_obs") if k in ds and ds[k].dims == ("halo",)}

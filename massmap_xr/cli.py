@@ -158,7 +158,7 @@ def cmd_summary(args) -> int:
     from massmap_xr.store import open_store
 
     ds = open_store(args.store)
-    write_summary(ds, args.output)
+    write_summary(ds, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output}")
     return 0
 
@@ -209,7 +209,8 @@ def cmd_infer(args) -> int:
     cat = _load_catalog(args.catalog, args)
     kwargs = {"free": args.free.split(",")} if args.free else {}
     infer_to_file(cat, args.output, prior=_prior(args), n=args.n_realizations, seed=args.seed, method=args.method,
-                  hyperprior=args.hyperprior, sigma_obs=args.sigma_obs, progress=True, **kwargs)
+                  hyperprior=args.hyperprior, sigma_obs=args.sigma_obs, progress=True, overwrite=args.overwrite,
+                  **kwargs)
     print(f"wrote {args.output}")
     return 0
 
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="per-halo posterior summaries")
     s.add_argument("store")
     s.add_argument("-o", "--output", required=True, help="summary.csv or summary.nc")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     s.set_defaults(func=cmd_summary)
 
     sa = sub.add_parser("sample", help="draw halo mass samples")
@@ -339,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", required=True, help="hyper.nc or hyper.csv")
     f.add_argument("--method", choices=("laplace", "emcee"), default="laplace")
     f.add_argument("--hyperprior", choices=("reddick2013", "flat"), default="reddick2013")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing output")
     f.add_argument("--free", help="hyperparameters to infer, comma separated (default alpha1,alpha2,alpha4,S)")
     f.set_defaults(func=cmd_infer)
     return p

@@ -85,7 +85,7 @@ import numba
 import numpy as np
 import xarray as xr
 
-from massmap_xr.errors import InferenceError, MassmapWarning, format_offenders
+from massmap_xr.errors import InferenceError, MassmapWarning, OutputExistsError, format_offenders
 from massmap_xr.hyper import REDDICK2013
 from massmap_xr.relation import HYPER_NAMES
 
@@ -1461,7 +1461,7 @@ def to_arviz(result: xr.Dataset, *, seed: int | None = 0):
     return az.from_dict(posterior=post, sample_stats=stats, attrs=attrs)
 
 
-def infer_to_file(catalog: xr.Dataset, path, **kwargs) -> Path:
+def infer_to_file(catalog: xr.Dataset, path, *, overwrite: bool = False, **kwargs) -> Path:
     """Infer the hyper-posterior and write it to NetCDF (or CSV) for :func:`~massmap_xr.hyper.read_hyper`.
 
     Parameters
@@ -1471,6 +1471,9 @@ def infer_to_file(catalog: xr.Dataset, path, **kwargs) -> Path:
     path : str or path-like
         Output file: ``.nc`` (NetCDF4 via h5netcdf, with every diagnostic in the attributes),
         or ``.csv`` (one column per hyperparameter plus ``weight``, ``chain``, ``draw``).
+    overwrite : bool, default False
+        Replace an existing file (otherwise :class:`~massmap_xr.errors.OutputExistsError`,
+        raised before any inference work).
     **kwargs
         Passed to :func:`infer_hyperparameters`.
 
@@ -1485,6 +1488,8 @@ def infer_to_file(catalog: xr.Dataset, path, **kwargs) -> Path:
         raise InferenceError(f"{path}: unknown output type {suffix!r}; use .nc (NetCDF) or .csv")
     if not path.parent.exists():
         raise InferenceError(f"{path}: directory {str(path.parent)!r} does not exist")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
     result = infer_hyperparameters(catalog, **kwargs)
     if suffix == ".csv":
         df = result.reset_coords()[[*HYPER_NAMES, "weight", "chain", "draw", "log_likelihood"]].to_dataframe()

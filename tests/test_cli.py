@@ -47,6 +47,10 @@ def test_build_refuses_existing_then_overwrites(built_store, catalog_csv, capsys
 
 def test_summary_and_sample(built_store, tmp_path):
     assert main(["summary", str(built_store), "-o", str(tmp_path / "s.csv")]) == 0
+    before = (tmp_path / "s.csv").read_bytes()
+    assert main(["summary", str(built_store), "-o", str(tmp_path / "s.csv")]) == 2  # refuses to replace
+    assert (tmp_path / "s.csv").read_bytes() == before
+    assert main(["summary", str(built_store), "-o", str(tmp_path / "s.csv"), "--overwrite"]) == 0
     df = pd.read_csv(tmp_path / "s.csv")
     assert len(df) == 40 and {"mean", "median", "std"} <= set(df.columns)
     ds = open_store(built_store).compute()
@@ -152,6 +156,7 @@ def test_infer_then_build_from_the_inferred_draws(tmp_path):
     cat = mock_catalog(300, seed=21)
     f = _csv(cat, tmp_path / "f.csv")
     assert main(["infer", str(f), "-o", str(tmp_path / "h.nc"), "--n-realizations", "24", "--seed", "2"]) == 0
+    assert main(["infer", str(f), "-o", str(tmp_path / "h.nc"), "--n-realizations", "4"]) == 2  # exists
     h = read_hyper(tmp_path / "h.nc")
     assert h.sizes["realization"] == 24 and np.isclose(float(h.weight.sum()), 1.0)
     assert h.attrs.get("method") == "laplace"
