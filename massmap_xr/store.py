@@ -605,8 +605,11 @@ def _write_template(ds: xr.Dataset, path, layout: StoreLayout, storage_options) 
     attrs.pop(PENDING, None)
     post = ds["posterior"].transpose("halo", "mass", "realization")
     empty = da.empty(post.shape, chunks=(layout.halo_chunk, layout.n_mass, layout.n_realization), dtype=np.float32)
-    tmpl = ds.assign(posterior=(post.dims, empty, dict(post.attrs)),
-                     weight=ds["weight"].copy(data=_stored_weight(ds)))
+    # every variable but the posterior is written here, with its values: to_zarr(compute=False)
+    # would leave dask-backed ones (a rechunked or reopened cube) unwritten
+    small = {k: v.load() for k, v in ds.variables.items() if k != "posterior" and k not in ds.dims}
+    tmpl = ds.assign(small).assign(posterior=(post.dims, empty, dict(post.attrs)),
+                                   weight=ds["weight"].copy(data=_stored_weight(ds)))
     tmpl.attrs = attrs
     tmpl.to_zarr(_zarr_store(path, storage_options), mode="w", compute=False, consolidated=False,
                  zarr_format=3, encoding=_encoding(tmpl, layout))

@@ -348,3 +348,28 @@ def test_hyperprior_forms_and_transforms():
     assert mixed.log_density(np.array([9.0, 0.36, 1.1, 0.2])) == -np.inf  # outside the flat range
     # a normal prior on S is truncated at 0
     assert HyperPrior("reddick2013", ("S",)).log_density(np.array([-0.1])) == -np.inf
+
+
+@pytest.mark.parametrize(("alpha2", "S", "lobs"), [(1.0, 0.01, 3.0e5), (0.6, 0.01, 3.0e4), (1.5, 0.1, 1.0e5)])
+def test_steep_narrow_relations_match_direct_quadrature(alpha2, S, lobs):
+    """Whole-grid sums of steep, narrow likelihoods keep their peak (direct log-space quadrature)."""
+    from scipy.special import logsumexp
+
+    from massmap_xr.catalog import make_catalog
+    from massmap_xr.inference import CatalogLikelihood
+    from massmap_xr.kernel import trapezoid_weights
+    from massmap_xr.prior import TinkerPrior, default_mass_grid
+
+    a1, a3, a4, sig, z = 10.709, 2.35e14, 1.10, 0.05, 0.3
+    ll = float(CatalogLikelihood(make_catalog([z], [lobs], [150.0], [2.0]))(a1, alpha2, a3, a4, S))
+    m = default_mass_grid()
+    x = np.log(m)
+    zn, lt = TinkerPrior().log_table(m)
+    j = np.searchsorted(zn, z) - 1
+    w = (z - zn[j]) / (zn[j + 1] - zn[j])
+    lp = (1 - w) * lt[j] + w * lt[j + 1] + x + np.log(trapezoid_weights(x))
+    lp -= logsumexp(lp)
+    v = S**2 + sig**2
+    mu = a1 + alpha2 * (x - np.log(a3)) + a4 * np.log1p(z)
+    ref = logsumexp(lp - 0.5 * (np.log(lobs) - mu) ** 2 / v) - 0.5 * np.log(2 * np.pi * v)
+    assert abs(ll - ref) < 1e-6 * max(1.0, abs(ref))

@@ -389,3 +389,22 @@ def test_subset_cube_gets_hashes_that_match_its_data(tmp_path, cube):
     np.testing.assert_allclose(ds["weight"].values, np.full(4, 0.25), rtol=1e-15)  # renormalised subset
     assert st.verify_store(path).ok
     st.to_store(part, path, resume=True, progress=False)  # the same subset resumes
+
+
+def test_rechunked_or_reopened_cube_stores_every_variable(tmp_path):
+    """Dask-backed catalogue/hyperparameter variables are written with their values, not left as fill."""
+    from massmap_xr.catalog import mock_catalog
+    from massmap_xr.cube import build_posterior
+    from massmap_xr.hyper import reddick2013
+
+    cube = build_posterior(mock_catalog(30, seed=1), reddick2013(4, seed=2), mass=np.logspace(10, 15.5, 50), chunks=16)
+    st.to_store(cube.chunk({"halo": 10}), tmp_path / "a.zarr", progress=False)
+    a = st.open_store(tmp_path / "a.zarr").compute()
+    st.to_store(st.open_store(tmp_path / "a.zarr"), tmp_path / "b.zarr", progress=False)
+    b = st.open_store(tmp_path / "b.zarr").compute()
+    ref = cube.compute()
+    for ds in (a, b):
+        for k in ("z", "lum_obs", "sigma_obs", "alpha1", "S", "log10_mass", "prior_dndm"):
+            np.testing.assert_allclose(ds[k].values, ref[k].values, err_msg=k)
+        np.testing.assert_allclose(ds.ra.values, ref.ra.values)
+        assert st.verify_store(tmp_path / "a.zarr").ok and st.verify_store(tmp_path / "b.zarr").ok
