@@ -15,7 +15,9 @@ Conventions shared by every function:
   points, interpolated linearly between them: quantiles and ``method="grid"`` samples invert
   that piecewise-linear CDF exactly, so they are continuous, not snapped to the grid.
 - The hyperparameter-marginal posterior is the ``weight``-weighted mean over ``realization``
-  (uniform weights when the cube has no ``weight``).
+  (uniform weights when the cube has no ``weight``).  Weights must be finite and >= 0 with a
+  positive sum; otherwise an :class:`~massmap_xr.errors.AnalysisError` names the offending
+  realizations (raised when the result is computed if ``weight`` is dask-backed).
 - Random draws are counter-based: halo ``h`` (by id) uses its own Philox stream keyed by the
   seed, so a seeded call gives the same numbers whatever the dask chunking, and a subset of
   halos gets the same draws as in the full cube.
@@ -32,7 +34,7 @@ import numpy as np
 import xarray as xr
 from scipy import special, stats
 
-from massmap_xr.errors import AnalysisError, OutputExistsError
+from massmap_xr.errors import AnalysisError, OutputExistsError, describe_offenders, format_offenders
 from massmap_xr.kernel import prior_rows, trapezoid_weights
 from massmap_xr.prior import LOG_ZERO
 
@@ -93,8 +95,20 @@ def _validate_cube(ds) -> None:
         raise AnalysisError(f"'weight' must have dims ('realization',), got {ds['weight'].dims}")
 
 
+def _as_float_array(value, name: str, what: str, example: str) -> np.ndarray:
+    """``value`` as a float64 array, or an :class:`AnalysisError` naming ``name`` if it is not numeric."""
+    if isinstance(value, (str, bytes)):
+        raise AnalysisError(f"{name} must be {what}, got the string {value!r}; pass numbers, e.g. {name}={example}")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AnalysisError(
+            f"{name} must be {what}, got {value!r} ({type(value).__name__}); pass numbers, e.g. {name}={example}"
+        ) from None
+
+
 def _validate_levels(levels, name: str = "levels") -> tuple[float, ...]:
-    vals = np.atleast_1d(np.asarray(levels, dtype=float))
+    vals = np.atleast_1d(_as_float_array(levels, name, "a probability or a sequence of probabilities in (0, 1)", "[0.68, 0.95]"))
     if vals.ndim != 1 or vals.size == 0:
         raise AnalysisError(f"{name} must be a non-empty sequence of probabilities, got {levels!r}")
     if not np.all((vals > 0) & (vals < 1)):
@@ -284,13 +298,103 @@ def _pit_kernel(p: np.ndarray, mass_true: np.ndarray, x: np.ndarray) -> np.ndarr
 # --------------------------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------------------------
+def _realization_labels(ds: xr.Dataset) -> np.ndarray:
+    """Labels of the realizations (the ``realization`` coordinate, else positions)."""
+    if "realization" in ds.coords:
+        return np.asarray(ds["realization"].values)
+    return np.arange(ds.sizes["realization"])
+
+
+def _normalised_weights(weight, labels=None) -> np.ndarray:
+    """Check realization weights and return them divided by their sum (float64, 1-D).
+
+    Weights must be finite and >= 0, with a positive, finite sum; otherwise an
+    :class:`AnalysisError` names the offending realizations by label.
+    """
+    w = np.asarray(weight, dtype=np.float64).ravel()
+    labels = np.arange(w.size) if labels is None else np.asarray(labels).ravel()
+    problems = []
+    bad = ~np.isfinite(w)
+    if bad.any():
+        problems.append("NaN or infinite for " + describe_offenders(labels, bad, values=w, noun="realization"))
+    neg = np.isfinite(w) & (w < 0)
+    if neg.any():
+        problems.append("negative for " + describe_offenders(labels, neg, values=w, noun="realization"))
+    if not problems:
+        total = float(w.sum())
+        if w.size == 0 or not total > 0:
+            problems.append(
+                f"all {w.size} realization weights are zero (labels: {format_offenders(labels)}); "
+                "give at least one realization a positive weight"
+            )
+        elif not np.isfinite(total):
+            problems.append(f"the weights sum to {total!r} (overflow); rescale them")
+    if problems:
+        raise AnalysisError(
+            "weight: realization weights must be finite and >= 0 with a positive sum, but are\n  - "
+            + "\n  - ".join(problems)
+            + "\nfix ds['weight'], or drop the bad realizations with ds.drop_sel(realization=[...])",
+            problems=problems,
+        )
+    return w / total
+
+
 def _weights(ds: xr.Dataset) -> xr.DataArray:
-    """Realization weights normalised to sum 1 (uniform if the cube has no ``weight``)."""
-    if "weight" in ds:
-        w = ds["weight"].reset_coords(drop=True).astype(np.float64)
+    """Realization weights normalised to sum 1 (uniform if the cube has no ``weight``).
+
+    The weights are checked (finite, >= 0, positive sum; :class:`AnalysisError` naming the bad
+    realizations otherwise).  A dask-backed ``weight`` stays lazy: it is checked and normalised
+    in one task on a single chunk, so the error is raised when the result is computed.
+    """
+    labels = _realization_labels(ds)
+    if "weight" not in ds:
+        return xr.DataArray(np.full(labels.size, 1.0 / labels.size), dims="realization")
+    w = ds["weight"].reset_coords(drop=True).variable
+    if isinstance(w.data, da.Array):
+        data = w.data.rechunk(-1).map_blocks(_normalised_weights, labels=labels, dtype=np.float64)
     else:
-        w = xr.DataArray(np.ones(ds.sizes["realization"]), dims="realization")
-    return w / w.sum()
+        data = _normalised_weights(w.values, labels)
+    return xr.DataArray(data, dims="realization")
+
+
+def _fold_realizations(acc, p, w):
+    """``acc + sum_r w[r] * p[..., r]`` in float64, accumulated one realization at a time.
+
+    The order of the additions is fixed (realization by realization, continuing from
+    ``acc``), so the result is bitwise the same however the realizations are split into
+    blocks, and however halos and masses are chunked.
+    """
+    w = np.asarray(w, dtype=np.float64).ravel()
+    p = np.asarray(p)
+    out = np.zeros(p.shape[:-1]) if acc is None else np.array(acc, dtype=np.float64, copy=True)
+    for r in range(w.size):
+        out += p[..., r].astype(np.float64) * w[r]
+    return out
+
+
+def _weighted_realization_sum(post: xr.DataArray, w: xr.DataArray):
+    """(halo, mass) array (numpy or dask) of ``sum_r w[r] * post[halo, mass, r]``.
+
+    On dask the realization blocks of each (halo, mass) block are folded in sequence (one
+    task per block, each adding to the previous partial sum), which keeps one block in
+    memory at a time and makes the result independent of the chunking.
+    """
+    data = post.transpose("halo", "mass", "realization").data
+    wdata = w.data
+    if not isinstance(data, da.Array):
+        return _fold_realizations(None, data, np.asarray(wdata))
+    acc = None
+    start = 0
+    for size in data.chunks[2]:
+        blk = data[:, :, start:start + size]
+        wk = wdata[start:start + size]
+        wk = wk.rechunk(-1) if isinstance(wk, da.Array) else da.from_array(np.asarray(wk), chunks=-1)
+        acc = da.blockwise(
+            _fold_realizations, "hm", acc, None if acc is None else "hm", blk, "hmr", wk, "r",
+            dtype=np.float64, concatenate=True, meta=np.empty((0, 0), dtype=np.float64),
+        )
+        start += size
+    return acc
 
 
 def _single_mass_chunk(arr: xr.DataArray) -> xr.DataArray:
@@ -324,7 +428,15 @@ def marginalize(ds: xr.Dataset) -> xr.DataArray:
         ``posterior(halo, mass)``, float64 density per unit log10 M (units of the cube's
         ``posterior``, ``dex(solMass)-1``), normalised like every realization; dask-backed on a
         dask cube.  ``cell_methods = "realization: mean"``.  NaN in any realization (an
-        unwritten region of a store) stays NaN.
+        unwritten region of a store) stays NaN.  The weighted sum is accumulated one
+        realization at a time in a fixed order, so the values are bitwise the same whatever
+        the dask chunking (and so are the ``correlated=False`` draws of :func:`sample`).
+
+    Raises
+    ------
+    AnalysisError
+        If a realization weight is NaN, infinite or negative, or all are zero (the message
+        names the realizations); on a dask cube when the result is computed.
 
     Examples
     --------
@@ -335,8 +447,8 @@ def marginalize(ds: xr.Dataset) -> xr.DataArray:
     """
     _validate_cube(ds)
     post = ds["posterior"]
-    marg = (post.astype(np.float64) * _weights(ds)).sum("realization", skipna=False)
-    marg = marg.transpose("halo", "mass")
+    coords = {k: v.variable for k, v in post.coords.items() if "realization" not in v.dims}
+    marg = xr.DataArray(_weighted_realization_sum(post, _weights(ds)), dims=("halo", "mass"), coords=coords)
     marg.attrs = {
         "long_name": "hyperparameter-marginal halo mass posterior",
         "units": post.attrs.get("units", _DENSITY_UNITS),
@@ -424,7 +536,7 @@ def summary(
     stacked = xr.apply_ufunc(
         _by_rows, dens, kwargs={"kernel": _summary_kernel, "x": _log10_grid(ds), "probs": probs},
         input_core_dims=[["mass"]], output_core_dims=[["statistic"]],
-        dask="parallelized", output_dtypes=[np.float64],
+        dask="parallelized", output_dtypes=[np.float64], keep_attrs=False,
         dask_gufunc_kwargs={"output_sizes": {"statistic": n_stat}},
     )
     attrs = {
@@ -473,7 +585,7 @@ def quantile(ds: xr.Dataset, q, *, per_realization: bool = False) -> xr.DataArra
         scalar ``q`` the ``quantile`` dimension is dropped and kept as a scalar coordinate (as
         :meth:`xarray.DataArray.quantile` does).
     """
-    qa = np.asarray(q, dtype=float)
+    qa = _as_float_array(q, "q", "a probability or a 1-D sequence of probabilities in [0, 1]", "[0.16, 0.5, 0.84]")
     if qa.ndim > 1 or qa.size == 0 or not np.all((qa >= 0) & (qa <= 1)):
         raise AnalysisError(f"q must be a probability or a 1-D sequence of probabilities in [0, 1], got {q!r}")
     scalar = qa.ndim == 0
@@ -518,7 +630,7 @@ def fit_normal(ds: xr.Dataset, *, per_realization: bool = False) -> xr.Dataset:
     stacked = xr.apply_ufunc(
         _by_rows, dens, kwargs={"kernel": _fit_kernel, "x": _log10_grid(ds)},
         input_core_dims=[["mass"]], output_core_dims=[["statistic"]],
-        dask="parallelized", output_dtypes=[np.float64],
+        dask="parallelized", output_dtypes=[np.float64], keep_attrs=False,
         dask_gufunc_kwargs={"output_sizes": {"statistic": len(_FIT_STATS)}},
     )
     attrs = {
@@ -598,11 +710,16 @@ def _halo_uniforms(ids: np.ndarray, *, n: int, key: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pick_realizations(weight: np.ndarray, *, n: int, key: np.ndarray) -> np.ndarray:
-    """Position of the realization used by each of ``n`` samples, drawn with probability ``weight``."""
+def _pick_realizations(weight: np.ndarray, *, n: int, key: np.ndarray, labels=None) -> np.ndarray:
+    """Position of the realization used by each of ``n`` samples, drawn with probability ``weight``.
+
+    The weights are checked first (finite, >= 0, positive sum): an :class:`AnalysisError`
+    names the offending realizations by ``labels`` (default: positions).
+    """
+    weight = _normalised_weights(weight, labels)
     bitgen = np.random.Philox(key=key, counter=[0, 0, 0, _REALIZATION_STREAM])
     v = np.random.Generator(bitgen).random(n)
-    cw = np.cumsum(np.asarray(weight, dtype=np.float64))
+    cw = np.cumsum(weight)
     return np.minimum(np.searchsorted(cw / cw[-1], v, side="right"), cw.size - 1).astype(np.int64)
 
 
@@ -724,12 +841,14 @@ def sample(
         weight = _weights(ds).data
         if not isinstance(post, da.Array):  # in-memory cube: read the few weights now
             weight = np.asarray(weight)
-        labels = np.asarray(ds["realization"].values) if "realization" in ds.coords else np.arange(ds.sizes["realization"])
+        labels = _realization_labels(ds)
         if isinstance(weight, da.Array):
-            pick = weight.rechunk(-1).map_blocks(_pick_realizations, n=n, key=key, chunks=((n,),), dtype=np.int64)
+            pick = weight.rechunk(-1).map_blocks(
+                _pick_realizations, n=n, key=key, labels=labels, chunks=((n,),), dtype=np.int64
+            )
             used = pick.map_blocks(lambda p: labels[p], dtype=labels.dtype)
         else:
-            pick = _pick_realizations(weight, n=n, key=key)
+            pick = _pick_realizations(weight, n=n, key=key, labels=labels)
             used = labels[pick]
     else:
         post = marginalize(ds).data[:, None, :]
@@ -809,10 +928,12 @@ def calibration(
             "calibrate on a mock catalogue (massmap_xr.mock_catalog) or add mass_true to the catalogue"
         )
     lv = _validate_levels(levels)
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
+        raise AnalysisError(f"alpha (KS test significance) must be a number strictly between 0 and 1 (e.g. 0.01), got {alpha!r}")
     if not 0 < alpha < 1:
         raise AnalysisError(f"alpha (KS test significance) must lie strictly between 0 and 1, got {alpha!r}")
-    if not n_sigma > 0:
-        raise AnalysisError(f"n_sigma must be positive, got {n_sigma!r}")
+    if isinstance(n_sigma, (bool, np.bool_)) or not isinstance(n_sigma, numbers.Real) or not 0 < n_sigma < np.inf:
+        raise AnalysisError(f"n_sigma (coverage tolerance in standard errors) must be a finite positive number (e.g. 3), got {n_sigma!r}")
     x = _log10_grid(ds)
     marg = _single_mass_chunk(marginalize(ds))
     mass_true = ds["mass_true"].reset_coords(drop=True).astype(np.float64)

@@ -22,7 +22,8 @@ the north.  As in astronomical images, east is to the left by default: columns r
 decreasing ra, so ``CDELT1 < 0`` and the ``x`` coordinate *decreases* along the ``x``
 dimension (select with ``.sel(x=slice(5, -5))``; pass ``east_left=False`` for the opposite).
 The FITS WCS cards are stored as attrs, and ``astropy.wcs.WCS(flat_header(map))`` rebuilds
-the projection exactly; :func:`flat_header` recomputes ``CRPIX`` from the coordinates, so a
+the projection exactly, also for a map centred on a celestial pole (``LONPOLE = 180`` is
+written explicitly); :func:`flat_header` recomputes ``CRPIX`` from the coordinates, so a
 sliced map is still described correctly.
 
 Pixel areas are exact solid angles of the gnomonic pixels (not the flat-sky approximation
@@ -69,8 +70,11 @@ __all__ = [
 #: FITS cards of a flat map's celestial WCS stored in its attrs.
 WCS_KEYS = (
     "WCSAXES", "CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2",
-    "CDELT1", "CDELT2", "RADESYS", "NAXIS1", "NAXIS2",
+    "CDELT1", "CDELT2", "LONPOLE", "LATPOLE", "RADESYS", "NAXIS1", "NAXIS2",
 )
+#: native longitude of the celestial pole of every flat grid: north is up (+y) at the tangent
+#: point, also when the tangent point is a celestial pole (where the FITS default would be 0)
+_LONPOLE = 180.0
 
 _ARCMIN_PER_RAD = 180.0 * 60.0 / math.pi
 _AREA_UNITS = {"arcmin2": _ARCMIN_PER_RAD**2, "sr": 1.0}
@@ -245,29 +249,87 @@ class FlatGrid:
 
     # -- FITS --------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
-        """FITS celestial WCS cards as plain Python scalars (see :data:`WCS_KEYS`)."""
+        """FITS celestial WCS cards as plain Python scalars (see :data:`WCS_KEYS`).
+
+        ``LONPOLE = 180`` is written explicitly: it is the FITS default except for a tangent
+        point at dec = +90, where the default (0) would turn the grid by 180 degrees relative
+        to :meth:`world_to_index`.  ``LATPOLE`` (= ``CRVAL2``, what astropy writes) has no
+        effect on a zenithal projection such as TAN and is given for completeness.
+        """
         return {
             "WCSAXES": 2, "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CUNIT1": "deg", "CUNIT2": "deg",
             "CRVAL1": self.crval1, "CRVAL2": self.crval2, "CRPIX1": self.crpix1, "CRPIX2": self.crpix2,
-            "CDELT1": self.cdelt1, "CDELT2": self.cdelt2, "RADESYS": "ICRS",
-            "NAXIS1": self.nx, "NAXIS2": self.ny,
+            "CDELT1": self.cdelt1, "CDELT2": self.cdelt2, "LONPOLE": _LONPOLE, "LATPOLE": self.crval2,
+            "RADESYS": "ICRS", "NAXIS1": self.nx, "NAXIS2": self.ny,
         }
 
     @classmethod
     def from_header(cls, header: Mapping) -> FlatGrid:
-        """Rebuild from FITS cards (a header or a map's attrs); only TAN without rotation."""
+        """Rebuild from FITS cards (a header or a map's attrs); only TAN without rotation.
+
+        ``LONPOLE`` must be 180 when present (the grids :func:`project_flat` makes); when it is
+        absent 180 is assumed, as in maps written before the card was recorded.  ``LATPOLE``
+        is ignored (it does not affect a TAN projection).  ``CUNIT1``/``CUNIT2``, when present,
+        must be ``deg``; a ``PC``/``CD`` rotation matrix or ``CROTA2`` is not supported.
+
+        Raises
+        ------
+        ProjectionError
+            If a card is missing or not a number, ``NAXIS1``/``NAXIS2`` are not positive
+            integers, or the header describes another projection, unit or a rotated grid.
+        """
+        if not (hasattr(header, "get") and hasattr(header, "__contains__") and hasattr(header, "__getitem__")):
+            raise ProjectionError(
+                f"flat map header: expected a mapping of FITS cards (a FITS header or a map's attrs), "
+                f"got {type(header).__name__}"
+            )
         missing = [k for k in ("CRVAL1", "CRVAL2", "CDELT1", "CDELT2", "CRPIX1", "CRPIX2", "NAXIS1", "NAXIS2")
                    if k not in header]
         if missing:
             raise ProjectionError(f"flat map header: missing WCS card(s) {missing}; is this a map made by project_flat?")
-        ctype = (str(header.get("CTYPE1", "RA---TAN")), str(header.get("CTYPE2", "DEC--TAN")))
+        ctype = (str(header.get("CTYPE1", "RA---TAN")).strip(), str(header.get("CTYPE2", "DEC--TAN")).strip())
         if ctype != ("RA---TAN", "DEC--TAN"):
             raise ProjectionError(f"flat map header: only RA---TAN/DEC--TAN grids are supported, got CTYPE {ctype}")
+        problems = []
+        values: dict[str, float] = {}
+        for k in ("CRVAL1", "CRVAL2", "CDELT1", "CDELT2", "CRPIX1", "CRPIX2", "NAXIS1", "NAXIS2", "LONPOLE", "LATPOLE"):
+            if k not in header:
+                continue
+            v = header[k]
+            try:
+                if isinstance(v, (bool, np.bool_, str, bytes)):
+                    raise TypeError
+                f = float(v)
+            except (TypeError, ValueError):
+                problems.append(f"{k} must be a number, got {v!r}")
+                continue
+            if not math.isfinite(f):
+                problems.append(f"{k} must be finite, got {v!r}")
+                continue
+            values[k] = f
+        for k in ("NAXIS1", "NAXIS2"):
+            if k in values and (not values[k].is_integer() or values[k] < 1):
+                problems.append(f"{k} (pixels along axis {k[-1]}) must be a positive integer, got {header[k]!r}")
+        if "LONPOLE" in values and not math.isclose(values["LONPOLE"], _LONPOLE, rel_tol=0, abs_tol=1e-9):
+            problems.append(
+                f"LONPOLE must be 180 (north up at the tangent point), got {header['LONPOLE']!r}; "
+                "rotated grids are not supported"
+            )
+        for k in ("CUNIT1", "CUNIT2"):
+            if k in header and str(header[k]).strip().lower() not in ("deg", ""):
+                problems.append(f"{k} must be 'deg', got {header[k]!r}")
+        identity = {"PC1_1": 1.0, "PC2_2": 1.0, "PC1_2": 0.0, "PC2_1": 0.0, "CROTA2": 0.0}
+        rotation = [k for k, v in identity.items() if k in header and _as_float_or_nan(header[k]) != v]
+        rotation += [k for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2") if k in header]
+        if rotation:
+            problems.append(f"rotation/CD-matrix cards {rotation} are not supported; use CDELT1/CDELT2 without rotation")
+        if problems:
+            raise ProjectionError("flat map header: invalid WCS cards:\n  - " + "\n  - ".join(problems))
         return cls(
-            crval1=float(header["CRVAL1"]), crval2=float(header["CRVAL2"]),
-            cdelt1=float(header["CDELT1"]), cdelt2=float(header["CDELT2"]),
-            crpix1=float(header["CRPIX1"]), crpix2=float(header["CRPIX2"]),
-            nx=int(header["NAXIS1"]), ny=int(header["NAXIS2"]),
+            crval1=values["CRVAL1"], crval2=values["CRVAL2"],
+            cdelt1=values["CDELT1"], cdelt2=values["CDELT2"],
+            crpix1=values["CRPIX1"], crpix2=values["CRPIX2"],
+            nx=int(values["NAXIS1"]), ny=int(values["NAXIS2"]),
         )
 
     @classmethod
@@ -318,6 +380,13 @@ class FlatGrid:
     def from_dict(cls, mapping: Mapping) -> FlatGrid:
         """Inverse of :meth:`to_dict`."""
         return cls(**{k: mapping[k] for k in cls.__dataclass_fields__})
+
+
+def _as_float_or_nan(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def flat_header(obj: xr.DataArray | xr.Dataset) -> dict[str, Any]:
@@ -552,10 +621,30 @@ def field_center(ra, dec) -> tuple[float, float]:
     >>> field_center([359.5, 0.3, 0.1], [-1.0, 1.0, 0.0])
     (359.9, 0.0)
     """
-    ra = np.sort(np.asarray(ra, dtype=np.float64).ravel() % 360.0)
-    dec = np.asarray(dec, dtype=np.float64).ravel()
-    if ra.size == 0:
-        raise ProjectionError("field_center: no positions")
+    arrays = {}
+    for name, value in (("ra", ra), ("dec", dec)):
+        try:
+            if isinstance(value, (str, bytes)):
+                raise TypeError
+            arrays[name] = np.asarray(value, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise ProjectionError(f"field_center: {name} must be numbers (degrees), got {value!r}") from None
+    ra, dec = arrays["ra"], arrays["dec"]
+    if ra.size == 0 or dec.size == 0:
+        raise ProjectionError(
+            f"field_center: no positions (ra has {ra.size}, dec has {dec.size} values); give one ra and one dec per halo"
+        )
+    if ra.size != dec.size:
+        raise ProjectionError(f"field_center: ra has {ra.size} values but dec has {dec.size}; give one of each per halo")
+    bad = ~(np.isfinite(ra) & np.isfinite(dec))
+    if bad.any():
+        raise ProjectionError(
+            f"field_center: ra/dec must be finite; {int(bad.sum())} of {ra.size} positions are NaN or inf "
+            f"(first positions: {format_offenders(np.flatnonzero(bad))})"
+        )
+    if np.any(np.abs(dec) > 90.0):
+        raise ProjectionError(f"field_center: dec must be in [-90, 90] degrees, got values up to {np.abs(dec).max():g}")
+    ra = np.sort(ra % 360.0)
     gaps = np.diff(np.concatenate([ra, [ra[0] + 360.0]]))
     g = int(np.argmax(gaps))
     start = ra[(g + 1) % ra.size]
@@ -594,9 +683,17 @@ def _grid_shape(size, shape, p, xi, eta, front) -> tuple[int, int]:
         wx = 2.0 * float(np.max(np.abs(xi)))
         wy = 2.0 * float(np.max(np.abs(eta)))
         return math.floor(wy / p) + 1, math.floor(wx / p) + 1
-    sz = np.broadcast_to(np.asarray(size, dtype=float), (2,)) if np.ndim(size) <= 1 else None
+    try:
+        if isinstance(size, (str, bytes)):
+            raise TypeError
+        sz = np.asarray(size, dtype=float)
+        sz = np.broadcast_to(sz, (2,)) if sz.ndim == 0 or sz.shape in ((1,), (2,)) else None
+    except (TypeError, ValueError):
+        sz = None
     if sz is None or not np.all(np.isfinite(sz)) or np.any(sz <= 0):
-        raise ProjectionError(f"size must be a positive side in arcmin or (width, height), got {size!r}")
+        raise ProjectionError(
+            f"size must be a positive side in arcmin or (width, height) in arcmin, e.g. size=30 or size=(40, 20), got {size!r}"
+        )
     nx = max(1, math.ceil(sz[0] / p - 1e-9))
     ny = max(1, math.ceil(sz[1] / p - 1e-9))
     return ny, nx
@@ -678,6 +775,8 @@ def project_flat(
     (('sample', 'y', 'x'), [4000000000000.0, 6000000000000.0])
     """
     p = _pixel_scale(pixel_scale)
+    if not isinstance(east_left, (bool, np.bool_)):
+        raise ProjectionError(f"east_left must be True (east to the left, CDELT1 < 0) or False, got {east_left!r}")
     _validate_quantity(quantity, area_unit)
     masses, sample_dim = _validate_masses(masses)
     ra_v, dec_v = _validate_positions(masses, ra, dec)
@@ -696,7 +795,7 @@ def project_flat(
         raise ProjectionError(
             f"grid of {ny} x {nx} pixels is too large; increase pixel_scale (now {p} arcmin) or reduce size"
         )
-    grid = FlatGrid.centered(center, p, (ny, nx), east_left=east_left)
+    grid = FlatGrid.centered(center, p, (ny, nx), east_left=bool(east_left))
     row, col, inside = grid.world_to_index(ra_v, dec_v)
     index = np.where(inside, row * nx + col, -1)
     flat = _project(masses, index, ny * nx)
@@ -799,12 +898,15 @@ def project_healpix(
     import healpy as hp
 
     nside = _validate_nside(nside)
+    if not isinstance(nest, (bool, np.bool_)):
+        raise ProjectionError(f"nest must be True (nested numbering) or False (ring numbering), got {nest!r}")
+    nest = bool(nest)
     if cells not in ("occupied", "all"):
         raise ProjectionError(f"cells must be 'occupied' or 'all', got {cells!r}")
     _validate_quantity(quantity, area_unit)
     masses, sample_dim = _validate_masses(masses)
     ra_v, dec_v = _validate_positions(masses, ra, dec)
-    pix = np.asarray(hp.ang2pix(nside, ra_v, dec_v, nest=bool(nest), lonlat=True), dtype=np.int64)
+    pix = np.asarray(hp.ang2pix(nside, ra_v, dec_v, nest=nest, lonlat=True), dtype=np.int64)
     if cells == "occupied":
         cell_ids, index = np.unique(pix, return_inverse=True)
         index = index.reshape(-1).astype(np.int64)
@@ -963,7 +1065,12 @@ def map_statistics(
     sdim = others[0]
     if maps.sizes[sdim] == 0:
         raise ProjectionError(f"map_statistics: the sample dimension {sdim!r} is empty")
-    q = np.atleast_1d(np.asarray(quantiles, dtype=float))
+    try:
+        if isinstance(quantiles, (str, bytes)):
+            raise TypeError
+        q = np.atleast_1d(np.asarray(quantiles, dtype=float))
+    except (TypeError, ValueError):
+        raise ProjectionError(f"quantiles must be a sequence of levels in [0, 1] (e.g. (0.16, 0.5, 0.84)), got {quantiles!r}") from None
     if q.ndim != 1 or q.size == 0 or not np.all((q >= 0) & (q <= 1)):
         raise ProjectionError(f"quantiles must be levels in [0, 1], got {quantiles!r}")
     if truth is not None:
@@ -1083,14 +1190,39 @@ def _healpix_columns(obj) -> tuple[list[tuple[str, np.ndarray, str]], dict]:
     return cols, cards
 
 
+def _healpix_grid(obj) -> tuple[int, str]:
+    """(level, indexing scheme) of a HEALPix map from its ``cell_ids`` attrs, validated."""
+    fix = (
+        "re-make the map with project_healpix, or set map['cell_ids'].attrs = {'grid_name': 'healpix', "
+        "'level': log2(nside), 'indexing_scheme': 'nested' or 'ring'}"
+    )
+    if "cell_ids" not in obj.coords or obj["cell_ids"].dims != (_CELL_DIM,):
+        raise ProjectionError(f"to_fits: a HEALPix map needs a 'cell_ids' coordinate along 'cells'; {fix}")
+    info = obj["cell_ids"].attrs
+    missing = [k for k in ("level", "indexing_scheme") if k not in info]
+    if missing:
+        raise ProjectionError(f"to_fits: the 'cell_ids' coordinate lacks the HEALPix attr(s) {missing}; {fix}")
+    level = info["level"]
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, (int, np.integer)) or not 0 <= int(level) <= 29:
+        raise ProjectionError(f"to_fits: cell_ids attr 'level' must be an integer in [0, 29] (log2 nside), got {level!r}; {fix}")
+    scheme = info["indexing_scheme"]
+    if scheme not in ("nested", "ring"):
+        raise ProjectionError(f"to_fits: cell_ids attr 'indexing_scheme' must be 'nested' or 'ring', got {scheme!r}; {fix}")
+    return int(level), str(scheme)
+
+
 def _write_healpix_fits(obj, path, overwrite):
     from astropy.io import fits
 
-    info = obj["cell_ids"].attrs
-    level = int(info["level"])
+    level, scheme = _healpix_grid(obj)
     nside = 2**level
     npix = 12 * nside * nside
     ids = np.asarray(obj["cell_ids"].values, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= npix):
+        raise ProjectionError(
+            f"to_fits: cell_ids must lie in [0, {npix}) for HEALPix level {level} (nside {nside}), "
+            f"got values from {ids.min()} to {ids.max()}"
+        )
     cols, cards = _healpix_columns(obj)
     if not cols:
         raise ProjectionError("to_fits: no HEALPix variable (with dim 'cells') to write")
@@ -1100,7 +1232,7 @@ def _write_healpix_fits(obj, path, overwrite):
     hdu = fits.BinTableHDU.from_columns(fcols)
     h = hdu.header
     h["PIXTYPE"] = ("HEALPIX", "HEALPIX pixelisation")
-    h["ORDERING"] = ("NESTED" if info["indexing_scheme"] == "nested" else "RING", "pixel ordering scheme")
+    h["ORDERING"] = ("NESTED" if scheme == "nested" else "RING", "pixel ordering scheme")
     h["COORDSYS"] = ("C", "equatorial (ICRS) coordinates")
     h["EXTNAME"] = "xtension"
     h["NSIDE"] = (nside, "resolution parameter of HEALPIX")
@@ -1147,9 +1279,22 @@ def to_fits(map: xr.DataArray | xr.Dataset, path, overwrite: bool = False) -> Pa
     -------
     pathlib.Path
         The path written.
+
+    Raises
+    ------
+    ProjectionError
+        ``map`` is not a map (e.g. a bare numpy array), or a HEALPix map lacks the
+        ``cell_ids`` attrs ``level``/``indexing_scheme`` (made by :func:`project_healpix`).
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False.
     """
     from astropy.io import fits
 
+    if not isinstance(map, (xr.DataArray, xr.Dataset)):
+        raise ProjectionError(
+            f"to_fits: map must be an xarray DataArray or Dataset made by project_flat, project_healpix or "
+            f"map_statistics, got {type(map).__name__}; project the masses first"
+        )
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
@@ -1219,13 +1364,26 @@ def read_fits(path) -> xr.DataArray | xr.Dataset:
     Returns a DataArray for a single map or stack and a Dataset for statistics; flat maps
     get their ``x``/``y``/``ra``/``dec`` coordinates back from the WCS, HEALPix maps their
     ``cell_ids`` (with the xdggs attrs).
+
+    Raises
+    ------
+    ProjectionError
+        The file does not exist, is not FITS, or holds no map in the layout :func:`to_fits`
+        writes.
     """
     from astropy.io import fits
 
     path = Path(path)
     if not path.exists():
         raise ProjectionError(f"read_fits: {path} does not exist")
-    with fits.open(path) as hdul:
+    try:
+        hdul = fits.open(path)
+    except (OSError, ValueError) as exc:
+        raise ProjectionError(
+            f"read_fits: {path} is not a readable FITS file ({type(exc).__name__}: {exc}); "
+            "give a file written by to_fits / write_map"
+        ) from None
+    with hdul:
         if len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU) and hdul[1].header.get("PIXTYPE") == "HEALPIX":
             return _read_healpix_fits(hdul[1])
         if hdul[0].data is not None:
@@ -1251,7 +1409,14 @@ def read_fits(path) -> xr.DataArray | xr.Dataset:
 
 def _read_healpix_fits(hdu):
     h = hdu.header
-    nside = int(h["NSIDE"])
+    try:
+        nside = _validate_nside(h["NSIDE"])
+    except (KeyError, ProjectionError):
+        raise ProjectionError(
+            f"read_fits: HEALPix table has no valid NSIDE card (got {h.get('NSIDE')!r}); is this a map written by to_fits?"
+        ) from None
+    if str(h.get("INDXSCHM", "IMPLICIT")).strip() == "EXPLICIT" and "PIXEL" not in hdu.columns.names:
+        raise ProjectionError("read_fits: explicitly indexed HEALPix table has no PIXEL column; is this a map written by to_fits?")
     nest = str(h.get("ORDERING", "RING")).strip() == "NESTED"
     names = list(hdu.columns.names)
     explicit = str(h.get("INDXSCHM", "IMPLICIT")).strip() == "EXPLICIT"
