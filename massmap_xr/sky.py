@@ -267,8 +267,9 @@ class FlatGrid:
     def from_header(cls, header: Mapping) -> FlatGrid:
         """Rebuild from FITS cards (a header or a map's attrs); only TAN without rotation.
 
-        ``LONPOLE`` must be 180 when present (the grids :func:`project_flat` makes); when it is
-        absent 180 is assumed, as in maps written before the card was recorded.  ``LATPOLE``
+        ``LONPOLE`` must be 180 (the grids :func:`project_flat` makes).  When it is absent the
+        FITS default applies: 180, except for a grid centred exactly on the north celestial
+        pole (``CRVAL2 = 90``), where the default is 0, a rotated grid, which is refused.  ``LATPOLE``
         is ignored (it does not affect a TAN projection).  ``CUNIT1``/``CUNIT2``, when present,
         must be ``deg``; a ``PC``/``CD`` rotation matrix or ``CROTA2`` is not supported.
 
@@ -314,6 +315,12 @@ class FlatGrid:
             problems.append(
                 f"LONPOLE must be 180 (north up at the tangent point), got {header['LONPOLE']!r}; "
                 "rotated grids are not supported"
+            )
+        if "LONPOLE" not in header and values.get("CRVAL2") == 90.0:
+            problems.append(
+                "LONPOLE is absent and the grid is centred on the north pole (CRVAL2 = 90), where the "
+                "FITS default LONPOLE is 0 (a grid rotated by 180 deg), which is not supported; "
+                "add LONPOLE = 180 if the map was made with project_flat"
             )
         for k in ("CUNIT1", "CUNIT2"):
             if k in header and str(header[k]).strip().lower() not in ("deg", ""):

@@ -122,8 +122,17 @@ def test_flat_header_rejects_a_rotated_pole():
         FlatGrid.from_header({**h, "LONPOLE": 0.0})
     with pytest.raises(ProjectionError, match="rotation"):
         FlatGrid.from_header({**h, "PC1_2": 0.5})
+    # without LONPOLE the FITS default at CRVAL2 = 90 is 0 (rotated): refused, not misread
     legacy = {k: v for k, v in h.items() if k not in ("LONPOLE", "LATPOLE")}
-    assert FlatGrid.from_header(legacy) == FlatGrid.from_header(h)
+    with pytest.raises(ProjectionError, match="LONPOLE is absent.*north pole"):
+        FlatGrid.from_header(legacy)
+    # elsewhere (south pole included) the default is 180, the grid project_flat makes
+    for centre in ((0.0, -90.0), (150.0, 2.0)):
+        hc = FlatGrid.centered(centre, pixel_scale=1.0, shape=(4, 4)).header()
+        bare = {k: v for k, v in hc.items() if k not in ("LONPOLE", "LATPOLE")}
+        assert FlatGrid.from_header(bare) == FlatGrid.from_header(hc)
+        wcs_bare, wcs_full = WCS(bare), WCS(hc)
+        np.testing.assert_allclose(wcs_bare.wcs.lonpole, wcs_full.wcs.lonpole)
 
 
 # --------------------------------------------------------------------------------------
