@@ -125,7 +125,7 @@ def build_posterior(
     n_lum : int, default 100
         Draws per mass point for ``method="montecarlo"``.
     seed : int, default 0
-        Seed of the Monte Carlo draws.
+        Seed of the Monte Carlo draws (a non-negative integer).
     chunks : int, optional
         Halos per block (default: blocks of about 64 MiB).
     check_edges : bool, default True
@@ -151,6 +151,11 @@ def build_posterior(
         raise MassmapError(f"method must be one of {METHODS}, got {method!r}")
     if method == "montecarlo" and (not isinstance(n_lum, (int, np.integer)) or n_lum < 1):
         raise MassmapError(f"n_lum must be a positive integer, got {n_lum!r}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise MassmapError(
+            f"seed must be a non-negative integer (it seeds numpy's random generator for method='montecarlo'), "
+            f"got {seed!r}; pass e.g. seed=0"
+        )
     try:
         sigma_obs = float(sigma_obs)
     except (TypeError, ValueError):
@@ -202,10 +207,16 @@ def build_posterior(
             return _mc_block(ll, zz, ss, ii, z_nodes=z_nodes, log_table=log_table, mass=mass, hyp=hyp,
                              n_lum=int(n_lum), seed=seed)
 
+    # the graph name is a token of every input the blocks read (not of descriptions of them), so two
+    # builds share dask keys only when they compute the same values with the same chunks
+    token = dask.base.tokenize(
+        log_lobs, z, sig, ids, halo_chunks, hyp, z_nodes, log_table, mass, method,
+        int(n_lum) if method == "montecarlo" else 0, int(seed) if method == "montecarlo" else 0,
+    )
     post = da.map_blocks(
         block, *arrays, dtype=np.float32, new_axis=[1, 2],
         chunks=(halo_chunks[0], (mass.size,), (n_r,)),
-        name=f"massmap-posterior-{dask.base.tokenize(catalog_hash(catalog), hyper_hash(hyper), mass, method, n_lum, seed, prior.describe())}",
+        name=f"massmap-posterior-{token}",
     )
 
     cat_vars = {k: catalog[k] for k in catalog.data_vars if catalog[k].dims == ("halo",) and k not in ("ra", "dec")}

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from massmap_xr.errors import PriorError
+from massmap_xr.errors import PriorError, format_offenders
 
 __all__ = ["MassPrior", "TinkerPrior", "TablePrior", "as_prior", "default_mass_grid"]
 
@@ -56,7 +56,11 @@ class MassPrior(abc.ABC):
 
     @abc.abstractmethod
     def log_table(self, mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(z_nodes, ln_dndm)`` with ``ln_dndm`` of shape (n_z, n_mass)."""
+        """Return ``(z_nodes, ln_dndm)`` with ``ln_dndm`` of shape (n_z, n_mass).
+
+        Raises :class:`~massmap_xr.errors.PriorError` unless ``mass`` is a 1-D grid of finite,
+        positive masses (M_sun).
+        """
 
     def table(self, mass: np.ndarray | None = None) -> xr.DataArray:
         """dn/dM on the redshift nodes and ``mass`` grid, as a DataArray (prior_z, mass)."""
@@ -106,6 +110,28 @@ def z_weights(z_nodes: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarra
     i = np.clip(np.searchsorted(z_nodes, z, side="right") - 1, 0, z_nodes.size - 2)
     w = (np.asarray(z, dtype=float) - z_nodes[i]) / (z_nodes[i + 1] - z_nodes[i])
     return i.astype(np.intp), np.clip(w, 0.0, 1.0)
+
+
+def _check_mass(mass, who: str, *, min_size: int = 1) -> np.ndarray:
+    """``mass`` as a 1-D float array of finite, positive masses (M_sun); :class:`PriorError` otherwise."""
+    try:
+        mass = np.asarray(mass, dtype=float)
+    except (TypeError, ValueError):
+        raise PriorError(f"{who}: mass grid must be numbers (M_sun), got {mass!r:.120}") from None
+    if mass.ndim != 1 or mass.size < min_size:
+        raise PriorError(
+            f"{who}: mass grid must be 1-D with at least {min_size} point(s), got shape {mass.shape}; "
+            "pass e.g. numpy.logspace(10, 15.5, 400)"
+        )
+    bad = ~np.isfinite(mass) | ~(mass > 0)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        raise PriorError(
+            f"{who}: mass grid must be finite and > 0 (M_sun); {idx.size} of {mass.size} points are not "
+            f"(first indices: {format_offenders(idx)}; values: {format_offenders(mass[bad])}); drop them or "
+            "give masses in M_sun, not log10"
+        )
+    return mass
 
 
 def _interp_mass(log_m_src, log_p_src, log_m):
@@ -213,9 +239,7 @@ class TinkerPrior(MassPrior):
         return float(getattr(astropy.cosmology, self.cosmology).h)
 
     def log_table(self, mass):
-        mass = np.asarray(mass, dtype=float)
-        if mass.ndim != 1 or mass.size < 2 or not np.all(mass > 0):
-            raise PriorError("TinkerPrior: mass grid must be 1-D, positive, with >= 2 points")
+        mass = _check_mass(mass, "TinkerPrior", min_size=2)
         h = self.h
         lo = np.log10(mass.min() * h) - 2 * self.dlog10m
         hi = np.log10(mass.max() * h) + 3 * self.dlog10m
@@ -237,6 +261,9 @@ class TinkerPrior(MassPrior):
             "hmf_model": self.hmf_model,
             "cosmology": self.cosmology,
             "transfer_model": self.transfer_model,
+            "z_max": float(self.z_max),
+            "dz": float(self.dz),
+            "dlog10m": float(self.dlog10m),
             "h": self.h,
             "units": "Mpc-3 solMass-1",
             "mass_units": "solMass",
@@ -299,7 +326,7 @@ class TablePrior(MassPrior):
         self._attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (str, int, float))}
 
     def log_table(self, mass):
-        log_m = np.log(np.asarray(mass, dtype=float))
+        log_m = np.log(_check_mass(mass, "TablePrior"))
         return self._z, np.stack([_interp_mass(self._log_m, row, log_m) for row in self._log_v])
 
     def describe(self):

@@ -13,11 +13,15 @@ object and one halo or one realization is read without decompressing a whole sla
 
 Build life cycle (root attribute ``massmap_build_status``):
 
-1. the store directory is created (atomically for local paths: two builds racing for one new
-   path cannot both succeed) and the template written with status ``"incomplete"``; the root
-   attribute ``massmap_template`` becomes ``"complete"`` once every array exists;
+1. the cube and its template are validated, then the store directory is created (atomically
+   for local paths: two builds racing for one new path cannot both succeed; ``mode="w"``
+   deletes an existing store only at this point) and the template written with status
+   ``"incomplete"``; the root attribute ``massmap_template`` becomes ``"complete"`` once every
+   array exists;
 2. halo slabs are written, each followed by its row of checksums (by one process, or by several
-   processes each writing disjoint, slab-aligned halo ranges: :func:`write_slabs`);
+   processes each writing disjoint, slab-aligned halo ranges: :func:`write_slabs`); a slab whose
+   (halo, realization) rows are not normalised within ``NORM_ATOL`` or hold NaN/inf is refused
+   (:class:`StoreError`) and not written, so such a store never becomes complete;
 3. :func:`finalize_store` checks that every checksum is present, records invariants (halo and
    realization counts, checksum-table digest, checksums of every other variable) and sets the
    status to ``"complete"``; it is the last write.
@@ -82,7 +86,8 @@ TABLE_CRC = "massmap_checksum_table_crc32"
 VAR_CRC = "massmap_variable_crc32"
 N_HALO = "massmap_n_halo"
 N_REAL = "massmap_n_realization"
-_BOOKKEEPING = (STATUS, TEMPLATE, LAYOUT, BUILD_ID, PENDING, TABLE_CRC, VAR_CRC)
+#: internal attributes of a store, never part of the Dataset open_store returns
+_BOOKKEEPING = (STATUS, TEMPLATE, LAYOUT, BUILD_ID, PENDING, TABLE_CRC, VAR_CRC, N_HALO, N_REAL)
 _TABLES = (CRC_NAME, NORM_NAME)
 _REQUIRED_VARS = ("posterior", "z", "lum_obs", "alpha1", "alpha2", "alpha3", "alpha4", "S", "weight")
 _REQUIRED_COORDS = ("halo", "mass", "log10_mass", "realization")
@@ -203,14 +208,29 @@ def _default_inner_halo_chunk(halo_chunk: int) -> int:
     return best if best >= 4 else halo_chunk
 
 
+def _as_count(value, name: str, what: str = "to_store") -> int:
+    """``value`` as an int (an integer, or a float with an integral value); StoreError otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        ok = False
+    elif isinstance(value, (int, np.integer)):
+        ok = True
+    else:
+        ok = isinstance(value, (float, np.floating)) and float(value).is_integer()
+    if not ok:
+        raise StoreError(f"{what}: {name} must be a positive integer (a number of chunk entries), got {value!r} "
+                         f"of type {type(value).__name__}; pass e.g. {name}=8, or None for the default")
+    return int(value)
+
+
 def _make_layout(n_h, n_m, n_r, halo_chunk, realization_chunk=None, inner_halo_chunk=None) -> StoreLayout:
-    ih = _default_inner_halo_chunk(halo_chunk) if inner_halo_chunk is None else int(inner_halo_chunk)
+    ih = _default_inner_halo_chunk(halo_chunk) if inner_halo_chunk is None else _as_count(inner_halo_chunk,
+                                                                                         "inner_halo_chunk")
     if ih < 1 or halo_chunk % ih:
         raise StoreError(f"inner_halo_chunk must be a positive divisor of the halo slab size {halo_chunk}, got {ih}")
     if realization_chunk is None:
         rc = max(1, _INNER_BYTES // (4 * ih * max(n_m, 1)))
     else:
-        rc = int(realization_chunk)
+        rc = _as_count(realization_chunk, "realization_chunk")
         if rc < 1:
             raise StoreError(f"realization_chunk must be >= 1, got {realization_chunk!r}")
     rc = int(min(rc, max(n_r, 1)))
@@ -219,14 +239,20 @@ def _make_layout(n_h, n_m, n_r, halo_chunk, realization_chunk=None, inner_halo_c
 
 
 def _layout_for(ds: xr.Dataset, realization_chunk=None, inner_halo_chunk=None) -> tuple[StoreLayout, xr.Dataset]:
-    """Layout of a new store for ``ds`` and ``ds`` with its posterior in regular halo slabs."""
-    post = ds["posterior"]
+    """Layout of a new store for ``ds`` and ``ds`` with its posterior in regular halo slabs.
+
+    The posterior is taken in the canonical (halo, mass, realization) order whatever its dims order;
+    irregular halo chunks are made regular with the largest of them as the slab size (the first
+    chunk may be a partial one).
+    """
+    post = ds["posterior"].transpose("halo", "mass", "realization")
     n_h, n_m, n_r = post.shape
     if post.chunks is None:
         post = post.chunk({"halo": max(1, min(n_h, 512)), "mass": -1, "realization": -1})
     hc = post.chunks[0]
-    if len(set(hc[:-1])) > 1 or (len(hc) > 1 and hc[-1] > hc[0]):
-        post = post.chunk({"halo": hc[0]})
+    size = max(1, max(hc, default=1))
+    if any(c != size for c in hc[:-1]) or (hc and hc[-1] > size):
+        post = post.chunk({"halo": size})
     post = post.chunk({"mass": -1, "realization": -1})
     layout = _make_layout(n_h, n_m, n_r, post.chunks[0][0], realization_chunk, inner_halo_chunk)
     return layout, ds.assign(posterior=post)
@@ -385,14 +411,16 @@ def _norm_error(block: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.abs(np.einsum("m,hmr->hr", w, block, dtype=np.float64) - 1.0)
 
 
-def _cell_stats(block: np.ndarray, r0: int, rc: int, w: np.ndarray | None) -> tuple[list[int], list[float]]:
+def _cell_stats(block: np.ndarray, r0: int, rc: int, w: np.ndarray | None,
+                err: np.ndarray | None = None) -> tuple[list[int], list[float]]:
     """CRC-32 and normalisation error of each realization cell of ``block`` (cells start at ``r0``,
-    a multiple of ``rc``, and end at the block's end); no normalisation when ``w`` is None."""
+    a multiple of ``rc``, and end at the block's end); no normalisation when ``w`` is None.
+    ``err`` is ``_norm_error(block, w)`` when already computed."""
     n_r = block.shape[2]
     crcs = [_crc(block[:, :, s:s + rc]) for s in range(0, n_r, rc)]
     if w is None:
         return crcs, [float("nan")] * len(crcs)
-    err = _norm_error(block, w)
+    err = _norm_error(block, w) if err is None else err
     errs = [float(np.max(err[:, s:s + rc])) if err[:, s:s + rc].size else 0.0 for s in range(0, n_r, rc)]
     return crcs, errs
 
@@ -403,6 +431,10 @@ def _write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: i
     ``old`` (append only) describes stored data to keep in front of ``block``: a dict with the
     region ``h``/``r`` to read, the ``axis`` to concatenate along, and the checksums ``crc`` it had
     when the append started (verified before anything is rewritten).
+
+    A block with a (halo, realization) row that is not normalised (|trapezoid integral - 1| >
+    ``NORM_ATOL``) or holds NaN/inf is not written: a dict ``{"halos", "realizations", "n_bad",
+    "worst"}`` (store indices of the offending rows) is returned instead of the checksums.
     """
     layout = StoreLayout.from_dict(layout_dict)
     block = np.asarray(block, dtype=np.float32)
@@ -420,8 +452,18 @@ def _write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: i
             )
         block = np.concatenate([prev, block], axis=old["axis"])
     block = np.ascontiguousarray(block)
+    err = None
+    if w is not None and block.size:
+        err = _norm_error(block, w)
+        bad = ~(err <= NORM_ATOL)  # NaN and inf included
+        if bad.any():
+            hh, rr = np.nonzero(bad)
+            finite = err[np.isfinite(err)]
+            return {"halos": sorted({int(h0 + h) for h in hh}), "realizations": sorted({int(r0 + r) for r in rr}),
+                    "n_bad": int(bad.sum()), "n_rows": int(bad.size),
+                    "worst": float("inf") if finite.size < err.size else float(np.max(finite))}
     arr[h0:h0 + block.shape[0], :, r0:r0 + block.shape[2]] = block
-    return _cell_stats(block, r0, layout.realization_chunk, w)
+    return _cell_stats(block, r0, layout.realization_chunk, w, err)
 
 
 def _n_workers() -> int:
@@ -453,7 +495,12 @@ class _Job:
 
 def _run_jobs(jobs: list[_Job], path, storage_options, layout: StoreLayout, *, progress: bool, total: int,
               initial: int, desc: str, build_id: str | None) -> None:
-    """Compute and write jobs ``2 × workers`` at a time; record checksums after each batch."""
+    """Compute and write jobs ``2 × workers`` at a time; record checksums after each batch.
+
+    Raises :class:`StoreError` (after recording the batch's good slabs, so the store stays
+    incomplete and is never marked complete) when a slab holds (halo, realization) rows that are
+    not normalised within ``NORM_ATOL`` or hold NaN/inf; those slabs are not written.
+    """
     if not jobs:
         return
     group = _open_group(path, storage_options, mode="r+")
@@ -468,12 +515,42 @@ def _run_jobs(jobs: list[_Job], path, storage_options, layout: StoreLayout, *, p
                 _check_build_id(path, storage_options, build_id)
             part = jobs[b0:b0 + batch]
             tasks = [write(j.block, path, storage_options, layout.to_dict(), j.h0, j.r0, w, j.old) for j in part]
-            for j, (crcs, errs) in zip(part, dask.compute(*tasks), strict=True):
+            refused = []
+            for j, result in zip(part, dask.compute(*tasks), strict=True):
+                if isinstance(result, dict):
+                    refused.append(result)
+                    continue
+                crcs, errs = result
                 c0 = j.r0 // layout.realization_chunk
                 if norm_arr is not None:
                     norm_arr[j.row, c0:c0 + len(errs)] = np.asarray(errs, dtype=np.float64)
                 crc_arr[j.row, c0:c0 + len(crcs)] = np.asarray(crcs, dtype=np.int64)
                 bar.update(j.n_halo)
+            if refused:
+                _refuse_unnormalised(refused, group, path)
+
+
+def _refuse_unnormalised(refused: list[dict], group, path) -> None:
+    """Raise the StoreError of :func:`_run_jobs` for blocks that failed the normalisation check."""
+    halos = sorted({h for r in refused for h in r["halos"]})
+    reals = sorted({k for r in refused for k in r["realizations"]})
+    ids = np.asarray(group["halo"][...])
+    labels = np.asarray(group["realization"][...])
+    worst = max(r["worst"] for r in refused)
+    attrs = dict(group.attrs)
+    op = _pending(attrs).get("operation") if PENDING in attrs else None
+    n_bad, n_rows = sum(r["n_bad"] for r in refused), sum(r["n_rows"] for r in refused)
+    raise StoreError(
+        f"posterior of {str(path)!r}: {n_bad} of {n_rows} (halo, realization) rows in the slabs just computed are "
+        f"not normalised (|trapezoid integral over log10_mass - 1| > {NORM_ATOL:g}, or NaN/inf values; worst "
+        f"{worst:.3g}); halos: {len(halos)} (first ids: {format_offenders(ids[halos])}), realizations: "
+        f"{len(reals)} (first labels: {format_offenders(labels[reals])}). These slabs were not written and the "
+        "store was not marked complete. Write a cube from build_posterior() over its whole mass grid (a "
+        "cube.isel(mass=...) subset is not normalised) without NaN or inf values"
+        + (f"; to finish the interrupted {op}, call it again with such a cube of the same "
+           f"{'halos' if op == 'append_halos' else 'realizations'}, e.g. from build_like_store(catalog, path"
+           f"{'' if op == 'append_halos' else ', hyper=new_draws'})" if op else "")
+    )
 
 
 def _check_build_id(path, storage_options, build_id):
@@ -486,7 +563,14 @@ def _check_build_id(path, storage_options, build_id):
 
 
 # --------------------------------------------------------------------------- cube checks
-def _check_cube(ds: xr.Dataset, what: str = "to_store") -> None:
+def _check_cube(ds: xr.Dataset, what: str = "to_store") -> xr.Dataset:
+    """Check that ``ds`` is a cube that can be written; return it with its posterior in the
+    canonical (halo, mass, realization) order.
+
+    Rules: the required variables and coordinates (and ``sigma_obs``, which the catalogue hash
+    covers) are present, the posterior has dims halo, mass, realization (any order), halo ids are
+    integers, and halo ids and realization labels are unique.
+    """
     if not isinstance(ds, xr.Dataset):
         raise StoreError(f"{what}: expected a cube Dataset, got {type(ds).__name__}")
     missing = [k for k in (*_REQUIRED_VARS, *_REQUIRED_COORDS) if k not in ds.variables]
@@ -495,22 +579,108 @@ def _check_cube(ds: xr.Dataset, what: str = "to_store") -> None:
             f"{what}: not a massmap cube (missing {missing or ['attribute massmap_schema_version']}); "
             "build one with build_posterior()"
         )
-    if set(ds["posterior"].dims) != {"halo", "mass", "realization"}:
+    if set(ds["posterior"].dims) != {"halo", "mass", "realization"} or ds["posterior"].ndim != 3:
         raise StoreError(f"{what}: posterior must have dims (halo, mass, realization), has {ds['posterior'].dims}")
+    if "sigma_obs" not in ds.variables or ds["sigma_obs"].dims != ("halo",):
+        raise StoreError(
+            f"{what}: the cube has no 'sigma_obs' variable along 'halo' (the per-halo scatter of ln L_obs the "
+            "posterior was built with, part of the catalogue hash); build the cube with build_posterior(), "
+            "or add it, e.g. cube.assign(sigma_obs=('halo', numpy.full(cube.sizes['halo'], "
+            "cube.attrs['sigma_obs_default'])))"
+        )
+    ids = np.asarray(ds["halo"].values)
+    if ids.dtype.kind not in "iu":
+        raise StoreError(
+            f"{what}: halo ids must be integers, got dtype {ids.dtype} (first ids: {format_offenders(ids)}); "
+            "renumber the catalogue, e.g. cube.assign_coords(halo=numpy.arange(cube.sizes['halo']))"
+        )
+    for dim, noun, fix in (("halo", "halo id", "cube.assign_coords(halo=numpy.arange(cube.sizes['halo']))"),
+                           ("realization", "realization label",
+                            "cube.assign_coords(realization=numpy.arange(cube.sizes['realization']))")):
+        labels = np.asarray(ds[dim].values)
+        uniq, counts = np.unique(labels, return_counts=True)
+        if uniq.size != labels.size:
+            dup = uniq[counts > 1]
+            raise StoreError(
+                f"{what}: {dim} labels must be unique; {dup.size} {noun}(s) occur more than once "
+                f"({format_offenders(dup)}); drop the duplicates or relabel, e.g. {fix}"
+            )
+    post = ds["posterior"]
+    if post.dims != ("halo", "mass", "realization"):
+        ds = ds.assign(posterior=post.transpose("halo", "mass", "realization"))
+    return ds
+
+
+#: prior parameters recorded only by newer versions: a store without them is compared by its prior table
+_PRIOR_ADDED_KEYS = ("prior_z_max", "prior_dz", "prior_dlog10m")
+#: relative tolerance of prior-table and weight comparisons (values recomputed the same way agree to round-off)
+_PRIOR_RTOL = 1e-9
+_WEIGHT_RTOL = 1e-12
+
+
+def _same_hyper(ds: xr.Dataset, group) -> bool:
+    """True when the cube's hyperparameter table is the store's: the same alpha1..alpha4 and S, and
+    weights equal to round-off (renormalising weights that already sum to 1 can change their last bit)."""
+    from massmap_xr.relation import HYPER_NAMES
+
+    for k in HYPER_NAMES:
+        a, b = np.asarray(group[k][...], dtype=float), np.asarray(ds[k].values, dtype=float)
+        if a.shape != b.shape or not np.array_equal(a, b):
+            return False
+    a, b = np.asarray(group["weight"][...], dtype=float), _stored_weight(ds)
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=_WEIGHT_RTOL, atol=0.0))
+
+
+def _prior_problems(ds: xr.Dataset, group) -> list[str]:
+    """Differences between the cube's prior table (``prior_dndm`` on ``prior_z``) and the store's."""
+    if "prior_dndm" not in group or "prior_dndm" not in ds.variables:
+        return []
+    problems = []
+    if "prior_z" in group and "prior_z" in ds.variables:
+        a, b = np.asarray(group["prior_z"][...], dtype=float), np.asarray(ds["prior_z"].values, dtype=float)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=_PRIOR_RTOL, atol=1e-12):
+            problems.append(f"prior redshift nodes prior_z differ (store: {a.size} nodes up to "
+                            f"{a.max() if a.size else float('nan'):g}, cube: {b.size} up to "
+                            f"{b.max() if b.size else float('nan'):g})")
+            return problems
+    arr = group["prior_dndm"]
+    a = np.asarray(arr[...], dtype=float)
+    b = ds["prior_dndm"]
+    b = np.asarray((b.transpose(*_dims(arr)) if set(_dims(arr)) == set(b.dims) else b).values, dtype=float)
+    if a.shape != b.shape:
+        problems.append(f"prior table prior_dndm has shape {a.shape} in the store, {b.shape} in the cube")
+    elif not np.allclose(a, b, rtol=_PRIOR_RTOL, atol=0.0, equal_nan=True):
+        with np.errstate(all="ignore"):
+            rel = np.nanmax(np.abs(a - b) / np.maximum(np.abs(a), np.abs(b)))
+        problems.append(f"prior table prior_dndm differs (largest relative difference {rel:.3g}): the cube was "
+                        "built with another prior (parameters or table values)")
+    return problems
 
 
 def _model_problems(ds: xr.Dataset, attrs: dict, group, *, keys: Iterable[str]) -> list[str]:
-    """Differences between a cube and a store that make the cube's values foreign to the store."""
+    """Differences between a cube and a store that make the cube's values foreign to the store.
+
+    Compares the hashes in ``keys`` (a ``hyper_hash`` differing only by round-off of the weights
+    is accepted), the model attributes, the prior's description and its table (``prior_dndm`` on
+    ``prior_z``: two priors with one description, e.g. two user tables, differ there), and the
+    mass grid.
+    """
     problems = []
     prior_keys = sorted({k for k in (*attrs, *ds.attrs) if k.startswith("prior")})
     hashes = _cube_hashes(ds) if keys else {}
     for key in (*keys, *_MODEL_ATTRS, *prior_keys):
         mine = hashes[key] if key in hashes else ds.attrs.get(key)
+        if key in _PRIOR_ADDED_KEYS and key not in attrs and "prior_dndm" in group:
+            continue  # a store from before these were recorded: its prior table is compared below
         if not _same(attrs.get(key), mine):
+            if key == "hyper_hash" and _same_hyper(ds, group):
+                continue
             problems.append(f"{key}: store has {attrs.get(key)!r}, cube has {mine!r}")
     stored_mass = np.asarray(group["mass"][...])
     if stored_mass.shape != ds["mass"].shape or not np.array_equal(stored_mass, ds["mass"].values):
         problems.append(f"mass grid differs (store: {stored_mass.size} points, cube: {ds.sizes['mass']} points)")
+    else:
+        problems += _prior_problems(ds, group)
     return problems
 
 
@@ -595,14 +765,14 @@ def _encoding(ds: xr.Dataset, layout: StoreLayout) -> dict:
     return enc
 
 
-def _write_template(ds: xr.Dataset, path, layout: StoreLayout, storage_options) -> str:
+def _template(ds: xr.Dataset, layout: StoreLayout) -> xr.Dataset:
+    """The Dataset that :func:`_write_template` writes: every value but the posterior's, loaded, and
+    the root attributes (status incomplete).  Computing it checks the cube without touching a store."""
     import dask.array as da
 
     build_id = uuid.uuid4().hex
-    attrs = {**ds.attrs, **_cube_hashes(ds), STATUS: "incomplete", LAYOUT: json.dumps(layout.to_dict()),
-             BUILD_ID: build_id}
-    attrs.pop(TEMPLATE, None)
-    attrs.pop(PENDING, None)
+    attrs = {**{k: v for k, v in ds.attrs.items() if k not in _BOOKKEEPING}, **_cube_hashes(ds),
+             STATUS: "incomplete", LAYOUT: json.dumps(layout.to_dict()), BUILD_ID: build_id}
     post = ds["posterior"].transpose("halo", "mass", "realization")
     empty = da.empty(post.shape, chunks=(layout.halo_chunk, layout.n_mass, layout.n_realization), dtype=np.float32)
     # every variable but the posterior is written here, with its values: to_zarr(compute=False)
@@ -611,6 +781,13 @@ def _write_template(ds: xr.Dataset, path, layout: StoreLayout, storage_options) 
     tmpl = ds.assign(small).assign(posterior=(post.dims, empty, dict(post.attrs)),
                                    weight=ds["weight"].copy(data=_stored_weight(ds)))
     tmpl.attrs = attrs
+    return tmpl
+
+
+def _write_template(ds: xr.Dataset, path, layout: StoreLayout, storage_options, tmpl: xr.Dataset | None = None) -> str:
+    """Write the store's template (``tmpl`` from :func:`_template`, made from ``ds`` if not given)."""
+    tmpl = _template(ds, layout) if tmpl is None else tmpl
+    build_id = tmpl.attrs[BUILD_ID]
     tmpl.to_zarr(_zarr_store(path, storage_options), mode="w", compute=False, consolidated=False,
                  zarr_format=3, encoding=_encoding(tmpl, layout))
     group = _open_group(path, storage_options, mode="r+")
@@ -629,10 +806,68 @@ def _write_template(ds: xr.Dataset, path, layout: StoreLayout, storage_options) 
     return build_id
 
 
+def _store_key(store) -> str | None:
+    """A comparable location of a zarr store object (absolute local path or fsspec URL)."""
+    root = getattr(store, "root", None)
+    if root is not None:  # LocalStore
+        return os.path.realpath(str(root))
+    fs, p = getattr(store, "fs", None), getattr(store, "path", None)
+    if fs is not None and p is not None:
+        return fs.unstrip_protocol(str(p).rstrip("/"))
+    return None
+
+
+def _path_key(path, storage_options) -> str:
+    if _is_local(path):
+        return os.path.realpath(_local_path(path))
+    fs, root = _fs(path, storage_options)
+    return fs.unstrip_protocol(root)
+
+
+def _lazy_sources(ds: xr.Dataset) -> set[str]:
+    """Locations of the zarr stores the cube's lazy variables (dask-backed, or xarray's lazily
+    indexed backend arrays of ``open_store(..., chunks=None)``) still read from."""
+    candidates = []
+    for v in ds.variables.values():
+        data = getattr(v, "_data", None)
+        if dask.is_dask_collection(data):
+            candidates.extend(data.__dask_graph__().values())
+        elif data is not None and not isinstance(data, np.ndarray):
+            candidates.append(data)
+    out: set[str] = set()
+    seen: set[int] = set()
+    for value in candidates:
+        if id(value) in seen or not (hasattr(value, "array") or hasattr(value, "_array")):
+            continue
+        seen.add(id(value))
+        obj = value
+        for _ in range(12):  # xarray's lazy indexing wrappers around its ZarrArrayWrapper
+            inner = getattr(obj, "_array", None)
+            store = getattr(inner, "store", None) if inner is not None else None
+            if store is not None and (k := _store_key(store)) is not None:
+                out.add(k)
+                break
+            obj = getattr(obj, "array", None)
+            if obj is None:
+                break
+    return out
+
+
 def _init(ds, path, storage_options, mode, realization_chunk, inner_halo_chunk) -> tuple[StoreLayout, str]:
+    """Validate the cube and its template completely, then create the store (replacing an existing
+    one for ``mode="w"``) and write the template: a bad cube never costs an existing store."""
+    if mode == "w" and _exists(path, storage_options):
+        target = _path_key(path, storage_options)
+        if target in _lazy_sources(ds):
+            raise StoreError(
+                f"refusing to write with mode='w' onto {str(path)!r}: the cube was opened lazily from that very "
+                "store, and replacing it would delete the data being written. Write to another path, or load "
+                "the cube first (cube = cube.load()) if it fits in memory"
+            )
     layout, ds = _layout_for(ds, realization_chunk, inner_halo_chunk)
+    tmpl = _template(ds, layout)  # every check on the cube's values happens here, before anything is deleted
     _create_root(path, storage_options, mode)
-    return layout, _write_template(ds, path, layout, storage_options)
+    return layout, _write_template(ds, path, layout, storage_options, tmpl)
 
 
 def init_store(
@@ -656,7 +891,9 @@ def init_store(
     path : str or path-like
         Local path or fsspec URL.
     mode : {"w-", "w"}
-        ``"w-"`` refuses an existing path (atomically for local paths); ``"w"`` replaces it.
+        ``"w-"`` refuses an existing path (atomically for local paths); ``"w"`` replaces it, once
+        the cube and its template have passed every check (and never when the cube still reads
+        lazily from that very store).
     realization_chunk : int, optional
         Realizations per stored chunk (default: inner chunks of about 512 KiB).
     inner_halo_chunk : int, optional
@@ -671,7 +908,7 @@ def init_store(
         The layout: ``halo_chunk`` is the slab size that halo ranges given to
         :func:`write_slabs` must be aligned to.
     """
-    _check_cube(ds, "init_store")
+    ds = _check_cube(ds, "init_store")
     if mode not in ("w-", "w"):
         raise StoreError(f"init_store: mode must be 'w-' (refuse existing) or 'w' (replace), got {mode!r}")
     return _init(ds, str(path), storage_options, mode, realization_chunk, inner_halo_chunk)[0]
@@ -734,7 +971,19 @@ def _select_rows(layout: StoreLayout, cube_start: int, cube_n: int, halo_chunks,
             )
         rows = list(range(a // hc, -(-b // hc)))
     elif halo_chunks is not None:
-        rows = sorted({int(i) for i in halo_chunks})
+        items = [halo_chunks] if isinstance(halo_chunks, (int, np.integer)) else halo_chunks
+        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            items = None
+        else:
+            items = list(items)
+        if items is None or not all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+                                    for i in items):
+            raise StoreError(
+                f"write_slabs: halo_chunks must be a sequence of integer slab indices (slab i holds halos "
+                f"[i*{layout.halo_chunk}, (i+1)*{layout.halo_chunk})), got {halo_chunks!r:.120}; pass e.g. "
+                "halo_chunks=[0, 1], or halo_range=(start, stop)"
+            )
+        rows = sorted({int(i) for i in items})
         bad = [i for i in rows if not 0 <= i < layout.n_halo_chunks]
         if bad:
             raise StoreError(f"write_slabs: halo slab index(es) {format_offenders(bad)} out of range "
@@ -794,9 +1043,12 @@ def write_slabs(
     ------
     StoreError
         If the store is not an initialised massmap store, the cube does not belong to it, or a
-        halo range is not aligned to the slabs.
+        halo range is not aligned to the slabs, ``halo_chunks`` is not a sequence of integers,
+        or a computed slab holds (halo, realization) rows that are not normalised (|trapezoid
+        integral - 1| > ``NORM_ATOL``) or NaN/inf: those slabs are not written and the store
+        stays incomplete.
     """
-    _check_cube(ds, "write_slabs")
+    ds = _check_cube(ds, "write_slabs")
     path = str(path)
     group = _open_group(path, storage_options, mode="r+")
     attrs = dict(group.attrs)
@@ -972,7 +1224,9 @@ def to_store(
     path : str or path-like
         Local path or fsspec URL (``file://``, ``memory://``, object storage).
     mode : {"w-", "w"}
-        ``"w-"`` (default) refuses an existing store; ``"w"`` replaces it.
+        ``"w-"`` (default) refuses an existing store; ``"w"`` replaces it, but only after the cube
+        and its template have been validated, and never when the cube was opened lazily from that
+        very store (replacing it would delete the data being written).
     resume : bool
         Finish an interrupted build of the same cube: slabs whose checksums are recorded are kept
         (a complete store is left untouched).  A build killed while its template was being
@@ -997,9 +1251,12 @@ def to_store(
     ------
     StoreError
         If the path exists (``mode="w-"``), another process created it first, or ``resume=True``
-        meets a store of a different cube.
+        meets a store of a different cube; if the cube is not a valid massmap cube (missing
+        variables or ``sigma_obs``, non-integer or repeated halo ids, repeated realization labels,
+        bad chunk arguments); if it would overwrite its own source store; or if a slab is not
+        normalised or holds NaN/inf (the store is then left incomplete, never marked complete).
     """
-    _check_cube(ds)
+    ds = _check_cube(ds)
     if mode not in ("w-", "w"):
         raise StoreError(f"to_store: mode must be 'w-' (refuse existing) or 'w' (replace), got {mode!r}")
     path = str(path)
@@ -1021,18 +1278,28 @@ def _pending(attrs: dict) -> dict:
 
 
 def _begin_append(path, ds: xr.Dataset, operation: str, hash_name: str, storage_options):
-    """Check ``ds`` and open the store for ``operation``: ``(path, group, attrs, cube_hash, pending)``.
+    """Check ``ds`` and open the store for ``operation``:
+    ``(path, group, attrs, cube_hash, pending, ds)``.
 
     ``cube_hash`` is the cube's ``hash_name`` (the hash of what the append adds); ``pending`` is the
-    record of an interrupted append of this cube, or None for a fresh one.
+    record of an interrupted append of this cube, or None for a fresh one; ``ds`` is the cube with
+    its posterior in canonical order.  A cube with nothing to append (no halos for
+    ``append_halos``, no realizations for ``append_realizations``) is refused before anything is
+    read or recorded.
     """
-    _check_cube(ds, operation)
+    ds = _check_cube(ds, operation)
+    dim = "halo" if operation == "append_halos" else "realization"
+    if ds.sizes[dim] == 0:
+        raise StoreError(
+            f"{operation}: the cube has 0 {dim}s, nothing to append to {str(path)!r}; the store was not changed. "
+            f"Pass a cube with at least one {dim}"
+        )
     path = str(path)
     group = _open_group(path, storage_options, mode="r+")
     attrs = dict(group.attrs)
     _check_schema(attrs, path)
     cube_hash = _cube_hashes(ds)[hash_name]
-    return path, group, attrs, cube_hash, _start_append(group, attrs, path, operation, cube_hash)
+    return path, group, attrs, cube_hash, _start_append(group, attrs, path, operation, cube_hash), ds
 
 
 def _start_append(group, attrs, path, operation: str, key: str) -> dict | None:
@@ -1091,6 +1358,12 @@ def _same_variables(group, ds: xr.Dataset, dim: str, path) -> None:
         )
 
 
+def _label_kind(labels: np.ndarray) -> str:
+    """``"number"`` or ``"text"`` (or the dtype kind): labels of different kinds cannot be compared."""
+    kind = np.asarray(labels).dtype.kind
+    return "number" if kind in "iuf" else "text" if kind in "USO" else kind
+
+
 def _resize_tables(group, rows: int, cols: int) -> None:
     for name in _TABLES:
         if name in group and tuple(group[name].shape) != (rows, cols):
@@ -1107,7 +1380,8 @@ def append_halos(path, ds: xr.Dataset, *, progress: bool = False, storage_option
     store's ``catalog_hash`` then describes the union catalogue (old halos then new), so a later
     resume or verification of the store expects the union cube.
 
-    An interrupted append leaves the store incomplete; call ``append_halos`` again with the same
+    A cube without halos is refused before anything is recorded.  An interrupted append leaves
+    the store incomplete; call ``append_halos`` again with the same
     ``ds`` to finish it.
 
     Parameters
@@ -1126,17 +1400,20 @@ def append_halos(path, ds: xr.Dataset, *, progress: bool = False, storage_option
     str
         The store path.
     """
-    path, group, attrs, cube_hash, pend = _begin_append(path, ds, "append_halos", "catalog_hash", storage_options)
+    path, group, attrs, cube_hash, pend, ds = _begin_append(path, ds, "append_halos", "catalog_hash",
+                                                            storage_options)
     new_hashes = _catalog_hash_of({k: ds[k].values for k in ("halo", "z", "lum_obs", "sigma_obs")})
+    # the model is checked also when finishing an interrupted append (the pending record only
+    # identifies the halos, not how their posteriors were computed)
+    problems = _model_problems(ds, attrs, group, keys=("hyper_hash",))
+    stored_r = np.asarray(group["realization"][...])
+    if stored_r.shape != ds["realization"].shape or not np.array_equal(stored_r, ds["realization"].values):
+        problems.append("realization labels differ from the store's")
+    _raise_problems(problems, f"cannot append halos to {path!r}: the cube's model differs from the store's",
+                    "Build the new halos with the store's hyperparameters, mass grid, prior and method: "
+                    "build_like_store(new_catalog, path).")
     if pend is None:
         layout = _read_layout(attrs, path)
-        problems = _model_problems(ds, attrs, group, keys=("hyper_hash",))
-        stored_r = np.asarray(group["realization"][...])
-        if stored_r.shape != ds["realization"].shape or not np.array_equal(stored_r, ds["realization"].values):
-            problems.append("realization labels differ from the store's")
-        _raise_problems(problems, f"cannot append halos to {path!r}: the cube's model differs from the store's",
-                        "Build the new halos with the store's hyperparameters, mass grid, prior and method: "
-                        "build_like_store(new_catalog, path).")
         _same_variables(group, ds, "halo", path)
         old = _stored_catalog(group)
         ids = np.asarray(ds["halo"].values)
@@ -1196,8 +1473,10 @@ def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | Non
     """A lazy cube of ``catalog`` built with the model of the store at ``path``.
 
     The store's mass grid, prior, method (``n_lum``, Monte Carlo seed), default ``sigma_obs`` and
-    (unless ``hyper`` is given) its hyperparameter realizations are reused, so the result can be
-    passed to :func:`append_halos`.  With ``hyper`` (new realizations, e.g. more draws of the
+    (unless ``hyper`` is given) its hyperparameter realizations, with their stored weights
+    exactly, are reused, so the result can be passed to :func:`append_halos`.  A Tinker prior is
+    rebuilt with the store's ``z_max``, ``dz`` and ``dlog10m`` (read from its ``prior_z`` nodes for
+    stores that predate those attributes).  With ``hyper`` (new realizations, e.g. more draws of the
     same posterior) the result, built for the store's halos, is what :func:`append_realizations`
     takes.
 
@@ -1215,17 +1494,31 @@ def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | Non
     Raises
     ------
     StoreError
-        If the store's prior cannot be rebuilt (a prior table without its ``prior_dndm``).
+        If the store's prior cannot be rebuilt (a prior table without its ``prior_dndm``, or
+        unreadable Tinker parameters).
     """
     from massmap_xr.cube import HYPER_NAMES, build_posterior
     from massmap_xr.prior import TablePrior, TinkerPrior
 
-    store = open_store(path, storage_options=storage_options)
+    # a store with an interrupted append is read too: rebuilding the appended cube is how that
+    # append is finished when the cube first passed was refused
+    pending = PENDING in _open_group(str(path), storage_options, mode="r").attrs
+    store = open_store(path, storage_options=storage_options, allow_incomplete=pending)
     attrs = store.attrs
     kind = attrs.get("prior")
     if kind == "TinkerPrior":
-        prior = TinkerPrior(cosmology=attrs["prior_cosmology"], hmf_model=attrs["prior_hmf_model"],
-                            transfer_model=attrs["prior_transfer_model"])
+        # stores written before z_max, dz and dlog10m were recorded still have the nodes in prior_z
+        zn = np.asarray(store["prior_z"].values, dtype=float) if "prior_z" in store.variables else np.zeros(0)
+        z_max = attrs.get("prior_z_max", float(zn[-1]) if zn.size > 1 else 4.0)
+        dz = attrs.get("prior_dz", float(np.round(zn[1] - zn[0], 12)) if zn.size > 1 else 0.05)
+        try:
+            prior = TinkerPrior(z_max=float(z_max), dz=float(dz), cosmology=attrs["prior_cosmology"],
+                                hmf_model=attrs["prior_hmf_model"], transfer_model=attrs["prior_transfer_model"],
+                                dlog10m=float(attrs.get("prior_dlog10m", 0.005)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{str(path)!r}: cannot rebuild its TinkerPrior from the prior_* attributes "
+                             f"({type(exc).__name__}: {exc}); build the cube with build_posterior(..., prior=...) "
+                             "using the store's prior") from None
     elif kind == "TablePrior" and "prior_dndm" in store:
         table = store["prior_dndm"].load().rename(prior_z="z")
         table.attrs = {k[len("prior_table_"):]: v for k, v in attrs.items() if k.startswith("prior_table_")}
@@ -1233,15 +1526,22 @@ def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | Non
     else:
         raise StoreError(f"{str(path)!r}: cannot rebuild its prior ({kind!r}); build the cube with "
                          "build_posterior(..., prior=...) using the store's prior")
-    if hyper is None:
+    reuse = hyper is None
+    if reuse:
         names = [k for k in (*HYPER_NAMES, "weight") if k in store]
         hyper = store[names].load()
     layout = _read_layout(dict(_open_group(str(path), storage_options, mode="r").attrs), str(path))
-    return build_posterior(
+    cube = build_posterior(
         catalog, hyper, prior=prior, mass=store["mass"].values, sigma_obs=float(attrs["sigma_obs_default"]),
         method=attrs["method"], n_lum=max(int(attrs.get("n_lum", 0)), 1), seed=int(attrs.get("mc_seed", 0)),
         chunks=layout.halo_chunk if chunks is None else chunks,
     )
+    if reuse:
+        # build_posterior renormalises the weights, which can change the last bit of weights that
+        # already sum to 1: keep the store's exactly, so the cube's hyper_hash is the store's
+        cube = cube.assign(weight=cube["weight"].copy(data=np.asarray(hyper["weight"].values, dtype=float)))
+        cube.attrs["hyper_hash"] = _hyper_hash_of({k: cube[k].values for k in (*HYPER_NAMES, "weight")})
+    return cube
 
 
 def _read_checked(group, hs: slice, rs: slice, crcs, layout: StoreLayout) -> np.ndarray:
@@ -1286,7 +1586,8 @@ def append_realizations(path, ds: xr.Dataset, *, progress: bool = False, storage
     draw the weight 1/N, as one build of the union would.  The store's ``hyper_hash`` then
     describes the union table.
 
-    An interrupted append leaves the store incomplete; call ``append_realizations`` again with
+    A cube without realizations is refused before anything is recorded.  An interrupted append
+    leaves the store incomplete; call ``append_realizations`` again with
     the same ``ds`` to finish it.
 
     Parameters
@@ -1315,20 +1616,27 @@ def append_realizations(path, ds: xr.Dataset, *, progress: bool = False, storage
     """
     from massmap_xr.relation import HYPER_NAMES
 
-    path, group, attrs, cube_hash, pend = _begin_append(path, ds, "append_realizations", "hyper_hash",
-                                                        storage_options)
+    path, group, attrs, cube_hash, pend, ds = _begin_append(path, ds, "append_realizations", "hyper_hash",
+                                                            storage_options)
+    # the model is checked also when finishing an interrupted append
+    problems = _model_problems(ds, attrs, group, keys=("catalog_hash",))
+    stored_ids = np.asarray(group["halo"][...])
+    if stored_ids.shape != ds["halo"].shape or not np.array_equal(stored_ids, ds["halo"].values):
+        problems.append("halo ids differ from the store's (same halos in the same order are needed)")
+    _raise_problems(problems, f"cannot append realizations to {path!r}: the cube's halos or model differ",
+                    "Build the new realizations from the store's catalogue, mass grid, prior and method: "
+                    "build_like_store(catalog, path, hyper=new_draws).")
     if pend is None:
         layout = _read_layout(attrs, path)
-        problems = _model_problems(ds, attrs, group, keys=("catalog_hash",))
-        stored_ids = np.asarray(group["halo"][...])
-        if stored_ids.shape != ds["halo"].shape or not np.array_equal(stored_ids, ds["halo"].values):
-            problems.append("halo ids differ from the store's (same halos in the same order are needed)")
-        _raise_problems(problems, f"cannot append realizations to {path!r}: the cube's halos or model differ",
-                        "Build the new realizations from the store's catalogue, mass grid, prior and method: "
-                        "build_like_store(catalog, path, hyper=new_draws).")
         _same_variables(group, ds, "realization", path)
         old_r = np.asarray(group["realization"][...])
         new_r = np.asarray(ds["realization"].values)
+        if _label_kind(old_r) != _label_kind(new_r):
+            raise StoreError(
+                f"cannot append realizations to {path!r}: the store's realization labels are {old_r.dtype} "
+                f"(first: {format_offenders(old_r, 3)}), the cube's are {new_r.dtype} (first: "
+                f"{format_offenders(new_r, 3)}); relabel the new realizations with labels of the store's kind"
+            )
         clash = np.intersect1d(old_r, new_r)
         if clash.size or np.unique(new_r).size != new_r.size:
             raise StoreError(
@@ -1412,6 +1720,30 @@ def _check_schema(attrs: dict, path) -> None:
         )
 
 
+def _check_open_chunks(chunks) -> None:
+    """StoreError unless ``chunks`` is a form :func:`open_store` accepts."""
+    dims = ("halo", "mass", "realization", "prior_z")
+    ok = chunks is None or (isinstance(chunks, str) and chunks in ("store", "auto"))
+    ok = ok or (isinstance(chunks, (int, np.integer)) and not isinstance(chunks, (bool, np.bool_)) and
+                (chunks > 0 or chunks == -1))
+    if isinstance(chunks, dict):
+        unknown = [k for k in chunks if k not in dims]
+        bad = [k for k, v in chunks.items() if not (v is None or v == "auto" or (
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and (v > 0 or v == -1)))]
+        if unknown or bad:
+            raise StoreError(
+                f"open_store: chunks dict must map dimensions {list(dims)} to positive sizes, -1, 'auto' or None; "
+                f"got unknown dimension(s) {unknown} and bad size(s) for {bad} in {chunks!r}; pass e.g. "
+                "chunks={'halo': 1000}"
+            )
+        ok = True
+    if not ok:
+        raise StoreError(
+            f"open_store: chunks must be 'store' (one dask chunk per stored slab), 'auto', None, a positive int or a "
+            f"dict {{dimension: size}}, got {chunks!r}"
+        )
+
+
 def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | None = None, chunks="store") -> xr.Dataset:
     """Open a massmap store lazily (dask-backed, read-only) and validate its schema.
 
@@ -1425,16 +1757,18 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
         Open a store whose build has not finished (unwritten chunks read as NaN, never as zeros).
     storage_options : dict, optional
         fsspec options for URLs.
-    chunks : "store" or dict
-        ``"store"`` gives one dask chunk per stored slab (shard); a dict is passed to
-        :func:`xarray.open_zarr`.
+    chunks : "store", dict, int, "auto" or None
+        ``"store"`` gives one dask chunk per stored slab (shard); anything else is passed to
+        :func:`xarray.open_zarr` (a dict maps dimension names to chunk sizes).
 
     Raises
     ------
     StoreError
-        If the path is missing or not a massmap cube; :class:`SchemaVersionError` for an unknown
-        schema version; :class:`IncompleteStoreError` for an unfinished build.
+        If the path is missing or not a massmap cube, or ``chunks`` is not one of the accepted
+        forms; :class:`SchemaVersionError` for an unknown schema version;
+        :class:`IncompleteStoreError` for an unfinished build.
     """
+    _check_open_chunks(chunks)
     path = str(path)
     if not _exists(path, storage_options):
         raise StoreError(f"store {path!r} does not exist")
