@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from massmap_xr.errors import CatalogError, CatalogWarning, describe_offenders, format_offenders
+from massmap_xr.errors import CatalogError, CatalogWarning, PriorError, describe_offenders, format_offenders
 from massmap_xr.relation import HYPER_NAMES, mean_log_luminosity
 
 __all__ = [
@@ -733,55 +733,104 @@ def mock_catalog(
     Redshifts are resampled from ``z`` (default: the seed field's redshifts), masses drawn from
     the prior P(M | z) at each halo's redshift (continuous inverse-CDF in ln M over the mass
     grid), ln L ~ N(ln μ_L, S²), ln L_obs ~ N(ln L, σ_obs²); positions uniform in a square
-    field.  The true hyperparameters are recorded in ``attrs`` as ``true_<name>``.
+    field.  The true hyperparameters are recorded in ``attrs`` as ``true_<name>``.  The
+    observational scatter is stored per halo as the variable ``sigma_obs``, like a real
+    catalogue's, so that :func:`~massmap_xr.cube.build_posterior` and
+    :class:`~massmap_xr.inference.CatalogLikelihood` use the scatter the luminosities were
+    drawn with (it is also recorded as ``attrs["sigma_obs"]``).
 
     Parameters
     ----------
     n_halos : int
-        Number of halos.
+        Number of halos (>= 1).
     seed : int or None
-        Seed for every draw.
+        Seed for every draw (a non-negative integer, or None for fresh entropy).
     truth : dict, optional
-        Hyperparameters (alpha1..alpha4, S); default the Reddick (2013) central values.
+        Hyperparameters (alpha1..alpha4, S), finite numbers with alpha3 > 0 and S > 0; names not
+        given take the Reddick (2013) central values.
     prior : MassPrior or DataArray, optional
         Mass prior (default :class:`~massmap_xr.prior.TinkerPrior`).
     mass : array_like, optional
         Mass grid (M_sun) the prior is drawn on (default 400 points, 1e10 to 10^15.5).
     sigma_obs : float, default 0.05
-        Observational scatter used to draw L_obs (recorded as ``attrs["sigma_obs"]``).
+        Observational scatter of ln L_obs (natural log, finite and > 0) used to draw L_obs and
+        stored as the per-halo variable ``sigma_obs``.
     z : array_like, optional
-        Redshifts to resample from.
+        Redshifts to resample from (finite, inside the prior's redshift range).
     center, size_arcmin : optional
         Field centre (ra, dec) in degrees and side in arcmin (default (150, 2) and 40′).
+
+    Raises
+    ------
+    CatalogError
+        For an invalid argument (the message names it, says what is wrong and what to pass).
+    PriorError
+        If the prior is zero on the whole mass grid at a redshift drawn.
 
     Examples
     --------
     >>> cat = mock_catalog(100, seed=1)
     >>> sorted(cat.data_vars)
-    ['lum_obs', 'mass_true', 'z']
+    ['lum_obs', 'mass_true', 'sigma_obs', 'z']
     """
     from massmap_xr.hyper import REDDICK2013
+    from massmap_xr.kernel import ZERO_PRIOR_LOG
     from massmap_xr.prior import as_prior, default_mass_grid
 
-    if not isinstance(n_halos, (int, np.integer)) or n_halos < 1:
-        raise CatalogError(f"mock_catalog: n_halos must be a positive integer, got {n_halos!r}")
-    truth = {k: REDDICK2013[k][0] for k in HYPER_NAMES} | dict(truth or {})
-    unknown = set(truth) - set(HYPER_NAMES)
-    if unknown:
-        raise CatalogError(f"mock_catalog: unknown hyperparameter(s) {sorted(unknown)}; use {list(HYPER_NAMES)}")
-    rng = np.random.default_rng(seed)
+    if isinstance(n_halos, (bool, np.bool_)) or not isinstance(n_halos, (int, np.integer)) or n_halos < 1:
+        raise CatalogError(f"mock_catalog: n_halos must be a positive integer, got {n_halos!r:.80}")
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise CatalogError(
+            f"mock_catalog: seed must be a non-negative integer or None, got {seed!r:.80} "
+            f"({type(seed).__name__}); pass e.g. seed=1"
+        )
+    truth = _check_truth(truth, REDDICK2013)
+    sigma_obs = _check_mock_number("sigma_obs", sigma_obs, "the observational scatter of ln L_obs (natural log)")
+    if size_arcmin is not None:
+        size_arcmin = _check_mock_number("size_arcmin", size_arcmin, "the side of the square field in arcmin")
+    c = _check_center(center)
     prior = as_prior(prior)
-    mass = default_mass_grid() if mass is None else np.asarray(mass, dtype=float)
-    zpool = seed_redshifts() if z is None else np.asarray(z, dtype=float)
+    if mass is None:
+        mass = default_mass_grid()
+    else:
+        mass = _mock_array("mass", mass)
+        if mass.size < 2 or np.any(~np.isfinite(mass)) or np.any(mass <= 0) or np.any(np.diff(mass) <= 0):
+            raise CatalogError(
+                f"mock_catalog: mass must be a finite, positive, strictly increasing grid of >= 2 masses in M_sun, "
+                f"got {mass.size} value(s) starting {mass[:3].tolist()}; pass e.g. numpy.logspace(10, 15.5, 400)"
+            )
+    zpool = seed_redshifts() if z is None else _mock_array("z", z)
+    if zpool.size == 0:
+        raise CatalogError("mock_catalog: z is empty; give at least one redshift to resample from, or None for "
+                           "the seed field's redshifts")
+    lo, hi = prior.z_range
+    bad = ~np.isfinite(zpool) | (zpool < max(lo, 0.0)) | (zpool > hi)
+    if bad.any():
+        raise CatalogError(
+            f"mock_catalog: z must be finite and inside the prior's redshift range [{max(lo, 0.0):g}, {hi:g}]; "
+            f"{int(bad.sum())} of {zpool.size} value(s) are not (first at index {format_offenders(np.flatnonzero(bad))}"
+            f": {', '.join(f'{v:.6g}' for v in zpool[bad][:5])}); drop them or use a prior tabulated over these "
+            "redshifts (e.g. TinkerPrior(z_max=...))"
+        )
+    rng = np.random.default_rng(seed)
     zs = rng.choice(zpool, size=int(n_halos), replace=True)
     log_m = np.log(mass)
-    log_p = prior.log_density(zs, mass) + log_m  # density per unit ln M
+    log_p = prior.log_density(zs, mass)
+    zero = log_p.max(axis=1) <= ZERO_PRIOR_LOG
+    if zero.any():
+        zz = np.unique(zs[zero])
+        raise PriorError(
+            f"mock_catalog: the prior is zero on the whole mass grid ({mass[0]:.3g} to {mass[-1]:.3g} M_sun) at "
+            f"{zz.size} of the redshifts drawn (first: {', '.join(f'{v:.6g}' for v in zz[:5])}); masses cannot be "
+            "drawn there: use a mass grid inside the prior's mass range or drop these redshifts from z"
+        )
+    log_p += log_m  # density per unit ln M
     masses = _draw_from_log_density(log_m, log_p, rng.uniform(size=zs.size))
     mu = mean_log_luminosity(masses, zs, truth["alpha1"], truth["alpha2"], truth["alpha3"], truth["alpha4"])
     log_l = mu + truth["S"] * rng.standard_normal(zs.size)
     log_lobs = log_l + sigma_obs * rng.standard_normal(zs.size)
-    ra, dec = uniform_field_positions(zs.size, rng, center=center, size_arcmin=size_arcmin)
-    c = center or (DEFAULT_FIELD["ra"], DEFAULT_FIELD["dec"])
+    ra, dec = uniform_field_positions(zs.size, rng, center=c, size_arcmin=size_arcmin)
     attrs = {f"true_{k}": float(v) for k, v in truth.items()}
     attrs.update(
         source="mock_catalog", seed=str(seed), sigma_obs=float(sigma_obs),
@@ -789,7 +838,70 @@ def mock_catalog(
         field_size_arcmin=float(DEFAULT_FIELD["size_arcmin"] if size_arcmin is None else size_arcmin),
         mass_min=float(mass[0]), mass_max=float(mass[-1]),
     )
-    return make_catalog(zs, np.exp(log_lobs), ra, dec, mass_true=masses, attrs=attrs)
+    return make_catalog(zs, np.exp(log_lobs), ra, dec, mass_true=masses, sigma_obs=sigma_obs, attrs=attrs)
+
+
+def _check_mock_number(name: str, value, what: str) -> float:
+    """A finite real number > 0 (not bool, not text), else CatalogError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise CatalogError(f"mock_catalog: {name} must be one number, {what}, got {value!r:.80} "
+                           f"({type(value).__name__})")
+    v = float(value)
+    if not (np.isfinite(v) and v > 0):
+        raise CatalogError(f"mock_catalog: {name} must be finite and > 0 ({what}), got {value!r}")
+    return v
+
+
+def _mock_array(name: str, value) -> np.ndarray:
+    """A 1-D float array from numbers, else CatalogError."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "iuf":
+        raise CatalogError(
+            f"mock_catalog: {name} must be numbers, got dtype {a.dtype} ({a.ravel()[:3].tolist()!r:.80}); "
+            "convert with numpy.asarray(..., dtype=float)"
+        )
+    a = a.astype(float)
+    if a.ndim != 1:
+        a = np.atleast_1d(a)
+        if a.ndim != 1:
+            raise CatalogError(f"mock_catalog: {name} must be 1-D, got shape {np.shape(value)}")
+    return a
+
+
+def _check_truth(truth, defaults) -> dict:
+    """The truth hyperparameters completed with the Reddick (2013) central values, validated."""
+    from collections.abc import Mapping
+
+    if truth is None:
+        truth = {}
+    if not isinstance(truth, Mapping):
+        raise CatalogError(
+            f"mock_catalog: truth must be a dict of hyperparameters {list(HYPER_NAMES)}, got {type(truth).__name__} "
+            f"({truth!r:.80}); pass e.g. truth={{'alpha1': 10.7, 'S': 0.2}}"
+        )
+    unknown = sorted(map(str, set(truth) - set(HYPER_NAMES)))
+    if unknown:
+        raise CatalogError(f"mock_catalog: unknown hyperparameter(s) {unknown}; use {list(HYPER_NAMES)}")
+    out = {k: defaults[k][0] for k in HYPER_NAMES}
+    problems = []
+    for k, v in truth.items():
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            problems.append(f"{k} must be one real number, got {v!r:.40} ({type(v).__name__})")
+            continue
+        v = float(v)
+        if not np.isfinite(v):
+            problems.append(f"{k} must be finite, got {v}")
+        elif k in ("alpha3", "S") and not v > 0:
+            problems.append(f"{k} must be > 0 ({'pivot mass in M_sun' if k == 'alpha3' else 'intrinsic scatter'}), "
+                            f"got {v:g}")
+        out[k] = v
+    if problems:
+        raise CatalogError(
+            f"mock_catalog: invalid truth hyperparameter(s), {len(problems)} problem(s):\n  - "
+            + "\n  - ".join(problems) + "\nfix these values in truth (names not given take the Reddick 2013 values)",
+            problems=problems,
+        )
+    return out
 
 
 def _draw_from_log_density(x, log_p, u):

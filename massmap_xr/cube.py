@@ -21,7 +21,7 @@ import massmap_xr
 from massmap_xr.catalog import validate_catalog
 from massmap_xr.errors import CatalogError, CatalogWarning, MassmapError, format_offenders
 from massmap_xr.hyper import as_hyper, hyper_hash
-from massmap_xr.kernel import posterior_block, prior_rows, trapezoid_weights
+from massmap_xr.kernel import ZERO_PRIOR_LOG, check_prior_redshifts, posterior_block, prior_rows, trapezoid_weights
 from massmap_xr.prior import as_prior, default_mass_grid
 from massmap_xr.relation import HYPER_NAMES, lobs_likelihood_montecarlo
 
@@ -67,11 +67,24 @@ def _check_mass_grid(mass) -> np.ndarray:
     return mass
 
 
+def _check_prior_at_halos(z, ids, z_nodes, log_table, mass, *, batch: int = 8192) -> None:
+    """Refuse, before any graph is built, halos the prior cannot give a posterior to.
+
+    The redshift nodes must increase and cover every ``z``, and at each halo's redshift the
+    prior must be non-zero somewhere on the mass grid (:class:`PriorError` naming the halos).
+    Batched, so memory stays at ``batch`` rows of the mass grid.
+    """
+    check_prior_redshifts(z, z_nodes, ids=ids, who="build_posterior")
+    log_mass = np.log(mass)
+    for s in range(0, z.size, batch):
+        prior_rows(z[s:s + batch], z_nodes, log_table, log_mass, ids=ids[s:s + batch], who="build_posterior")
+
+
 def _mc_block(log_lobs, z, sig, ids, *, z_nodes, log_table, mass, hyp, n_lum, seed):
     """Monte Carlo posterior block (float64 internally, float32 out); per-halo seeded streams."""
     x = np.log(mass)
     w = trapezoid_weights(x / np.log(10.0))
-    lnp = prior_rows(z, z_nodes, log_table, x)
+    lnp = prior_rows(z, z_nodes, log_table, x, ids=ids, who="build_posterior")
     out = np.empty((z.size, mass.size, hyp["alpha1"].size), dtype=np.float32)
     for k in range(z.size):
         rng = np.random.default_rng([int(seed), int(ids[k]) & 0x7FFFFFFFFFFFFFFF])
@@ -170,7 +183,7 @@ def build_posterior(
     validate_catalog(catalog, z_range=prior.z_range)
     mass = _check_mass_grid(mass)
     z_nodes, log_table = prior.log_table(mass)
-    if np.all(log_table <= -1e3):
+    if np.all(log_table <= ZERO_PRIOR_LOG):
         raise MassmapError("the prior is zero on the whole mass grid; choose a mass grid inside the prior's range")
 
     n = catalog.sizes["halo"]
@@ -190,6 +203,7 @@ def build_posterior(
         else np.full(n, float(sigma_obs))
     )
     ids = np.asarray(catalog["halo"].values)
+    _check_prior_at_halos(z, ids, z_nodes, log_table, mass)
     if check_edges:
         _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass)
 
@@ -198,8 +212,8 @@ def build_posterior(
     arrays = [da.from_array(a, chunks=halo_chunks) for a in (log_lobs, z, sig, ids)]
     if method == "analytic":
 
-        def block(ll, zz, ss, _ids):
-            return posterior_block(ll, zz, ss, z_nodes=z_nodes, log_table=log_table, mass=mass, **hyp)
+        def block(ll, zz, ss, ii):
+            return posterior_block(ll, zz, ss, z_nodes=z_nodes, log_table=log_table, mass=mass, ids=ii, **hyp)
 
     else:
 

@@ -37,8 +37,16 @@ devices make one evaluation cheap:
   ~2e-13 measured; other grids take one ``exp`` per cell);
 - *log-space fallback*: halos whose window sum underflows (a luminosity far from every
   mean luminosity on the grid, or a prior that is numerically zero there) are recomputed in
-  log space from the prior's node table, so the log-likelihood is never -inf or NaN for a
-  halo that lies inside the prior's support.
+  log space from the prior's node table, with the smallest ½u² on the grid taken out before
+  the prior is added, so the log-likelihood is never NaN, and -inf only where it lies below
+  the float64 range (½u² overflowing at every grid mass, e.g. α1 = 1e300).  The width
+  √(S² + σ_obs²) is formed with ``hypot``, so a huge S (1e200) gives its finite, tiny
+  likelihood rather than -inf, and hyperparameters beyond 2^500 are scaled by a power of two
+  so that ln L_obs - ln μ_L does not overflow on the way.
+
+Checks: a prior that is zero at every grid mass at some halo's redshift, or redshift nodes that
+are not increasing or do not cover the catalogue, raise :class:`~massmap_xr.errors.PriorError`
+naming the halos.
 
 Optionally (``group_tol``) halos close in (z, ln L_obs) are grouped: each group's sum of
 log-likelihoods is replaced by the exact integral of the quadratic that interpolates the
@@ -78,6 +86,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import types
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -86,8 +95,18 @@ import numba
 import numpy as np
 import xarray as xr
 
-from massmap_xr.errors import InferenceError, MassmapWarning, OutputExistsError, format_offenders
+from massmap_xr.errors import InferenceError, MassmapWarning, OutputExistsError, PriorError, format_offenders
 from massmap_xr.hyper import REDDICK2013
+from massmap_xr.kernel import (
+    ZERO_PRIOR_LOG,
+    _half_u2_excess,
+    _inverse_width,
+    _nearest_index,
+    check_prior_nonzero,
+    check_prior_redshifts,
+    hyper_scale,
+)
+from massmap_xr.prior import LOG_ZERO
 from massmap_xr.relation import HYPER_NAMES
 
 __all__ = [
@@ -128,19 +147,43 @@ _TINY = 1e-280
 
 
 @numba.njit(cache=True)
-def _halo_logspace(k, l_k, zf_k, s2_k, x, lnw, lt, zi, zw, lognorm, a1, a2, lna3, a4, s, grad):  # pragma: no cover
-    """ln L of one halo and its gradient pieces, in log space over the whole grid."""
+def _halo_logspace(k, l_k, zf_k, sig_k, x, lnw, lt, zi, zw, lognorm, a1, a2, lna3, a4, s, c, grad):  # pragma: no cover
+    """ln L of one halo and its gradient pieces (E[u], E[u²], E[u x]), in log space over the whole grid.
+
+    The width √(S² + σ_obs²) is formed with ``hypot`` (no overflow for huge S, no underflow for
+    tiny ones); ln L_obs - ln μ_L is formed from the hyperparameters times the power of two
+    ``c`` (:func:`massmap_xr.kernel.hyper_scale`, 1 for any realistic relation), so no partial
+    sum overflows; and the smallest ½u² on the grid — at the grid point b nearest the relation's
+    inverse — is taken out before the prior is added, as ½(u_m² - u_b²) computed from the
+    difference of ln μ_L between the cells (see :mod:`massmap_xr.kernel`), so neither a huge
+    common ½u² nor a huge α1 swallows the prior or the mass dependence.  The result is -inf
+    (gradient pieces 0) only where ½u_b² itself overflows, i.e. where the log-likelihood is below
+    the float64 range; it is never NaN.
+    """
     n_m = x.shape[0]
-    var = s * s + s2_k
-    inv = 1.0 / math.sqrt(var)
+    sd = math.hypot(s, sig_k)
+    wc = sd * c  # the width in the scaled units (may underflow to 0)
+    slope = a2 * c
+    off = l_k * c - a1 * c - (a4 * c) * zf_k + slope * lna3  # (ln L_obs - ln μ_L(x)) c = off - slope x
+    b = 0
+    if slope != 0.0:
+        b = _nearest_index(x, off / slope)
+    d_b = off - slope * x[b]
+    u_b = 0.0 if d_b == 0.0 else d_b / wc
+    h_b = 0.5 * u_b * u_b
+    if not h_b < math.inf:
+        grad[0] = 0.0
+        grad[1] = 0.0
+        grad[2] = 0.0
+        return -math.inf
     e = np.empty(n_m)
     emax = -np.inf
+    iw = _inverse_width(wc)
     i = zi[k]
     w = zw[k]
     for m in range(n_m):
-        u = (l_k - a1 - a4 * zf_k - a2 * (x[m] - lna3)) * inv
         lp = (1.0 - w) * lt[i, m] + w * lt[i + 1, m] + x[m] + lnw[m] - lognorm[k]
-        e[m] = lp - 0.5 * u * u
+        e[m] = lp - _half_u2_excess(slope, x[b] - x[m], off - slope * x[m], d_b, wc, iw)
         emax = max(emax, e[m])
     a0 = 0.0
     s1 = 0.0
@@ -148,12 +191,15 @@ def _halo_logspace(k, l_k, zf_k, s2_k, x, lnw, lt, zi, zw, lognorm, a1, a2, lna3
     s3 = 0.0
     for m in range(n_m):
         v = math.exp(e[m] - emax)
-        u = (l_k - a1 - a4 * zf_k - a2 * (x[m] - lna3)) * inv
+        if v == 0.0:  # also where u itself overflows
+            continue
+        dm = off - slope * x[m]
+        u = 0.0 if dm == 0.0 else dm / wc
         a0 += v
         s1 += v * u
         s2 += v * u * u
         s3 += v * u * x[m]
-    ll = emax + math.log(a0) - math.log(math.sqrt(var)) - _LN_SQRT_2PI
+    ll = (emax - h_b) + math.log(a0) - math.log(sd) - _LN_SQRT_2PI
     grad[0] = s1 / a0
     grad[1] = s2 / a0
     grad[2] = s3 / a0
@@ -265,8 +311,8 @@ def _window_sum_uniform(rows, k, m_lo, m_hi, off, slope, beta, x, want_grad):  #
 
 
 def _loglike_impl(
-    lobs, zfac, sig2, coef, rows, x, lnw, lt, zi, zw, lognorm,
-    a1, a2, a3, a4, s, window, rel_tol, uniform, want_grad, block, out_ll, out_grad, out_fallback,
+    lobs, zfac, sig, coef, rows, x, lnw, lt, zi, zw, lognorm,
+    a1, a2, a3, a4, s, scale, window, rel_tol, uniform, want_grad, block, out_ll, out_grad, out_fallback,
 ):  # pragma: no cover - compiled
     n_h, n_m = rows.shape
     n_r = a1.shape[0]
@@ -283,13 +329,12 @@ def _loglike_impl(
         for k in range(k0, k1):
             l_k = lobs[k]
             zf_k = zfac[k]
-            s2_k = sig2[k]
+            sig_k = sig[k]
             c_k = coef[k]
             for r in range(n_r):
                 lna3 = ln_a3[r]
-                var = s[r] * s[r] + s2_k
-                sd = math.sqrt(var)
-                inv = 1.0 / sd
+                sd = math.hypot(s[r], sig_k)  # √(S² + σ_obs²) without over- or underflow
+                inv = 1.0 / sd  # inf for sd < 5.6e-309: the sums below are then NaN and fall back
                 off = l_k - a1[r] - a4[r] * zf_k + a2[r] * lna3  # u(x) = (off - a2 x) / sd
                 if abs(a2[r]) * (x[n_m - 1] - x0) > 1e-300:
                     xs = off / a2[r]
@@ -297,8 +342,21 @@ def _loglike_impl(
                     lo_x = xs - half
                     hi_x = xs + half
                     if uniform:
-                        m_lo = max(0, math.ceil((lo_x - x0) / dx - 1e-9))
-                        m_hi = min(n_m - 1, math.floor((hi_x - x0) / dx + 1e-9))
+                        # clamp in floating point before converting (the ends may be huge, ±inf or NaN)
+                        f_lo = (lo_x - x0) / dx - 1e-9
+                        f_hi = (hi_x - x0) / dx + 1e-9
+                        if not f_lo > 0.0:
+                            m_lo = 0
+                        elif f_lo < n_m:
+                            m_lo = math.ceil(f_lo)
+                        else:
+                            m_lo = n_m
+                        if not f_hi < n_m - 1:
+                            m_hi = n_m - 1
+                        elif f_hi >= 0.0:
+                            m_hi = math.floor(f_hi)
+                        else:
+                            m_hi = -1
                     else:
                         m_lo = np.searchsorted(x, lo_x)
                         m_hi = np.searchsorted(x, hi_x, side="right") - 1
@@ -349,25 +407,47 @@ def _loglike_impl(
                     e3 = s3 / a0
                 else:
                     out_fallback[b] += 1
-                    ll = _halo_logspace(k, l_k, zf_k, s2_k, x, lnw, lt, zi, zw, lognorm,
-                                        a1[r], a2[r], lna3, a4[r], s[r], pieces)
+                    ll = _halo_logspace(k, l_k, zf_k, sig_k, x, lnw, lt, zi, zw, lognorm,
+                                        a1[r], a2[r], lna3, a4[r], s[r], scale[r], pieces)
                     e1 = pieces[0]
                     e2 = pieces[1]
                     e3 = pieces[2]
+                if ll == -math.inf:
+                    # below the float64 range: the total is -inf whatever the term's coefficient
+                    # (grouped coefficients may be negative), and its gradient is not defined
+                    out_ll[b, r] = -math.inf
+                    continue
                 out_ll[b, r] += c_k * ll
                 if want_grad:
                     # d u / d(alpha1, alpha2, alpha3, alpha4) = -(1, x - ln a3, -a2 / a3, zf) / sd
-                    out_grad[b, r, 0] += c_k * e1 * inv
-                    out_grad[b, r, 1] += c_k * (e3 - lna3 * e1) * inv
-                    out_grad[b, r, 2] += c_k * (-a2[r] * e1 * inv / a3[r])
-                    out_grad[b, r, 3] += c_k * zf_k * e1 * inv
-                    out_grad[b, r, 4] += c_k * s[r] * (e2 - 1.0) / var
+                    t1 = e1 / sd
+                    out_grad[b, r, 0] += c_k * t1
+                    out_grad[b, r, 1] += c_k * (e3 / sd - lna3 * t1)
+                    out_grad[b, r, 2] += c_k * (-(a2[r] / a3[r]) * t1)
+                    out_grad[b, r, 3] += c_k * zf_k * t1
+                    out_grad[b, r, 4] += c_k * (s[r] / sd) * ((e2 - 1.0) / sd)
+
+
+def _renamed(fn, name: str):
+    """A copy of the plain function ``fn`` under another name.
+
+    numba names its on-disk cache entries after the function's qualified name and first line
+    and keys them by signature only, not by compile options: two ``njit(cache=True)``
+    dispatchers of the *same* function share one entry, and whichever compiles first is loaded
+    by the other (a "parallel" kernel running serial code, no faster on 2 threads than on 1).
+    Distinct names give distinct cache entries.
+    """
+    g = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    g.__qualname__ = name
+    g.__doc__ = fn.__doc__
+    return g
 
 
 #: the kernel, threaded over halo blocks (large problems) and serial (small ones, where starting
-#: threads costs more than it saves, above all on a busy machine)
-_loglike_parallel = numba.njit(parallel=True, cache=True)(_loglike_impl)
-_loglike_serial = numba.njit(cache=True)(_loglike_impl)
+#: threads costs more than it saves, above all on a busy machine); separate functions so that
+#: numba's cache cannot hand one the other's machine code
+_loglike_parallel = numba.njit(parallel=True, cache=True)(_renamed(_loglike_impl, "_loglike_impl_parallel"))
+_loglike_serial = numba.njit(cache=True)(_renamed(_loglike_impl, "_loglike_impl_serial"))
 #: problems smaller than this many (term × point) pairs run serially
 _SERIAL_BELOW = 20000
 
@@ -446,6 +526,18 @@ class CatalogLikelihood:
     n_fallback : int
         Halo evaluations that needed the log-space fallback so far.
 
+    Raises
+    ------
+    CatalogError
+        For an invalid catalogue (see :func:`~massmap_xr.catalog.validate_catalog`), or
+        redshifts outside the prior's ``z_range``.
+    PriorError
+        If the prior's redshift nodes are not strictly increasing or do not cover a halo's
+        redshift, or the prior is zero at every grid mass at some halo's redshift (the
+        message names the halos).
+    InferenceError
+        For invalid settings (window, rel_tol, group_tol, sigma_obs, mass grid).
+
     Examples
     --------
     >>> from massmap_xr.catalog import mock_catalog
@@ -479,27 +571,52 @@ class CatalogLikelihood:
         self._lnw = np.log(w)
         z_nodes, lt = self.prior.log_table(self.mass)
         lt = np.ascontiguousarray(lt, dtype=np.float64)
-        if np.all(lt <= -1e3):
+        z_nodes = np.asarray(z_nodes, dtype=np.float64)
+        if lt.ndim != 2 or lt.shape != (z_nodes.size, self.mass.size) or np.any(np.isnan(lt) | (lt == np.inf)):
+            raise PriorError(
+                f"the prior's log_table must be ln dn/dM of shape (n_z={z_nodes.size}, n_mass={self.mass.size}) "
+                f"without NaN or +inf, got shape {lt.shape}; check the MassPrior's log_table method"
+            )
+        if np.all(lt <= ZERO_PRIOR_LOG):
             raise InferenceError(
                 "the prior is zero on the whole mass grid; choose a mass grid inside the prior's mass range "
                 f"(grid {self.mass[0]:.3g} to {self.mass[-1]:.3g} M_sun)"
             )
+        lt = np.maximum(lt, LOG_ZERO)  # -inf (zero prior) -> the package's finite log-zero
+        ids = np.asarray(catalog["halo"].values)
+        check_prior_redshifts(z, z_nodes, ids=ids, who="CatalogLikelihood")
         if lt.shape[0] == 1:  # a single node: duplicate it so that interpolation has a right neighbour
             lt = np.vstack([lt, lt])
             z_nodes = np.array([z_nodes[0], z_nodes[0] + 1.0])
-        self._z_nodes = np.asarray(z_nodes, dtype=np.float64)
+        self._z_nodes = z_nodes
         self._lt = lt
         self.group_tol = None if group_tol is None else _check_group_tol(group_tol)
         if self.group_tol is None:
             zt, lt_obs, st, coef = z, log_lobs, sig, np.ones(z.size)
         else:
+            # the halos themselves must have a prior (the grouped terms sit at stencil points)
+            self._check_prior_nonzero(z, ids)
             zt, lt_obs, st, coef = _group(z, log_lobs, sig, self._z_nodes, self.group_tol)
         self._exact_terms = (z, log_lobs, sig)
-        self._setup_terms(zt, lt_obs, st, coef)
+        self._setup_terms(zt, lt_obs, st, coef, ids=ids if self.group_tol is None else None)
         self.n_evaluations = 0
         self.n_fallback = 0
 
-    def _setup_terms(self, z, log_lobs, sig, coef):
+    def _check_prior_nonzero(self, z, ids) -> None:
+        """PriorError naming the halos at whose redshift the prior is zero at every grid mass."""
+        from massmap_xr.prior import z_weights
+
+        i, wz = z_weights(self._z_nodes, z)
+        row_max = np.empty(z.size)
+        step = max(1, 2**22 // self._x.size)
+        for a in range(0, z.size, step):
+            b = min(z.size, a + step)
+            lr = (1.0 - wz[a:b, None]) * self._lt[i[a:b]] + wz[a:b, None] * self._lt[i[a:b] + 1]
+            row_max[a:b] = lr.max(axis=1)
+        check_prior_nonzero(z, row_max, ids=ids, who="CatalogLikelihood")
+
+    def _setup_terms(self, z, log_lobs, sig, coef, ids=None):
+        """Precompute the terms' prior rows; ``ids`` name halos in errors (None: grouped terms)."""
         from massmap_xr.prior import z_weights
 
         i, wz = z_weights(self._z_nodes, z)
@@ -508,22 +625,29 @@ class CatalogLikelihood:
         n, n_m = z.size, self._x.size
         rows = np.empty((n, n_m), dtype=np.float64)
         lognorm = np.empty(n)
+        row_max = np.empty(n)
         step = max(1, 2**22 // n_m)
         base = self._x + self._lnw
         for a in range(0, n, step):
             b = min(n, a + step)
-            lr = (1.0 - wz[a:b, None]) * self._lt[i[a:b]] + wz[a:b, None] * self._lt[i[a:b] + 1] + base
+            lr = (1.0 - wz[a:b, None]) * self._lt[i[a:b]] + wz[a:b, None] * self._lt[i[a:b] + 1]
+            row_max[a:b] = lr.max(axis=1)
+            lr += base
             mx = lr.max(axis=1, keepdims=True)
             np.subtract(lr, mx, out=lr)
             np.exp(lr, out=lr)
             tot = lr.sum(axis=1, keepdims=True)
             rows[a:b] = lr / tot
             lognorm[a:b] = mx[:, 0] + np.log(tot[:, 0])
+        # a prior that is zero at every grid mass at a term's redshift would silently give a
+        # featureless row (and a meaningless normalisation)
+        check_prior_nonzero(z, row_max, ids=ids,
+                            who="CatalogLikelihood" if ids is not None else "CatalogLikelihood (grouped terms)")
         self._rows = rows
         self._lognorm = lognorm
         self._lobs = np.ascontiguousarray(log_lobs, dtype=np.float64)
         self._zfac = np.ascontiguousarray(np.log1p(z))
-        self._sig2 = np.ascontiguousarray(sig**2)
+        self._sig = np.ascontiguousarray(sig, dtype=np.float64)
         self._coef = np.ascontiguousarray(coef, dtype=np.float64)
         self.n_terms = int(n)
 
@@ -560,9 +684,9 @@ class CatalogLikelihood:
             serial = self.n_terms * n_r < _SERIAL_BELOW or numba.get_num_threads() == 1
             kernel = _loglike_serial if serial else _loglike_parallel
             kernel(
-                self._lobs, self._zfac, self._sig2, self._coef, self._rows, self._x, self._lnw, self._lt,
-                self._zi, self._zw, self._lognorm, a1, a2, a3, a4, s, self.window, self.rel_tol, self._uniform,
-                bool(want_grad), int(block), out_ll, out_grad, out_fb,
+                self._lobs, self._zfac, self._sig, self._coef, self._rows, self._x, self._lnw, self._lt,
+                self._zi, self._zw, self._lognorm, a1, a2, a3, a4, s, hyper_scale(a1, a2, a4), self.window,
+                self.rel_tol, self._uniform, bool(want_grad), int(block), out_ll, out_grad, out_fb,
             )
         self.n_evaluations += int(n_r)
         self.n_fallback += int(out_fb.sum())

@@ -50,10 +50,25 @@ Fallback
 Rows whose normalisation is not in (``_NORM_MIN``, 1e300) — L_obs far from every μ_L on the
 grid, a prior that is tiny where the likelihood peaks, or a recurrence that over- or
 underflowed (0·∞) — and every row of a mass grid that is not log-uniform are computed in log
-space in float64 with the maximum subtracted (one ``exp`` per cell, a single float32 rounding),
-so no row is ever NaN or silently zero for finite input.  Where even (ln L_obs - ln μ_L)² /
-(S² + σ_obs²) overflows at every mass (vanishing S and σ_obs) the likelihood is a delta
-function and the row is the normalised spike at the grid mass nearest the relation's inverse.
+space in float64 (one ``exp`` per cell, a single float32 rounding), so no row is ever NaN or
+silently zero for finite input.  The log-space path subtracts the smallest ½u² on the grid
+(at the grid mass b nearest the relation's inverse) *before* adding ln P, writing
+½(u_m² - u_b²) = ½ · α2(x_b - x_m)/w · (d_m + d_b)/w with d = ln L_obs - ln μ_L and
+w = √(S² + σ_obs²), so neither a huge common ½u² (tiny S and σ_obs) nor a huge α1 swallows
+the prior or the mass dependence.  Consequences: for α2 = 0 the likelihood is constant in mass
+and the row is exactly the normalised prior, whatever S; where the differences overflow
+(vanishing S and σ_obs) the likelihood is a delta function and the row is the normalised spike
+at the grid mass nearest the relation's inverse.
+
+Checks
+------
+Besides shapes and finiteness, :func:`posterior_block` refuses (with a
+:class:`~massmap_xr.errors.PriorError`) redshift nodes that are not strictly increasing,
+redshifts outside the nodes (no silent extrapolation) and halos at whose redshift the prior is
+zero at every grid mass (ln dn/dM ≤ -1000, where exp() is exactly 0 — the posterior would
+otherwise come out as a featureless row).  Hyperparameters anywhere in the float64 range are
+accepted: the log-space path multiplies them by a power of two (:func:`hyper_scale`) when one
+exceeds 2^500, so no partial sum of ln L_obs - ln μ_L overflows.
 """
 
 from __future__ import annotations
@@ -61,10 +76,19 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from massmap_xr.errors import MassmapError
+from massmap_xr.errors import MassmapError, PriorError, describe_offenders, format_offenders
 from massmap_xr.prior import LOG_ZERO, z_weights
 
-__all__ = ["posterior_block", "posterior_reference", "prior_rows", "trapezoid_weights"]
+__all__ = [
+    "ZERO_PRIOR_LOG",
+    "check_prior_nonzero",
+    "check_prior_redshifts",
+    "hyper_scale",
+    "posterior_block",
+    "posterior_reference",
+    "prior_rows",
+    "trapezoid_weights",
+]
 
 #: most cells between two exact evaluations of the Gaussian factor
 _BLOCK = 128
@@ -75,6 +99,9 @@ _DU_BLOCK = 6.0
 _NORM_MIN = 1e-30
 #: largest deviation (in ln M) of a grid from exact log-uniform spacing for the recurrence
 _UNIFORM_ATOL = 1e-10
+#: ln dn/dM at or below this is a zero prior: exp() of it is exactly 0 in float64 (the log of
+#: any positive float64 is above -745); the package stores a zero prior as LOG_ZERO = -1e4
+ZERO_PRIOR_LOG = -1.0e3
 _LN10 = float(np.log(10.0))
 
 
@@ -104,11 +131,69 @@ def trapezoid_weights(x: np.ndarray) -> np.ndarray:
     return w
 
 
-def prior_rows(z: np.ndarray, z_nodes: np.ndarray, log_table: np.ndarray, log_mass: np.ndarray) -> np.ndarray:
+def _halo_labels(ids, n: int) -> tuple[np.ndarray, str]:
+    """Labels naming halos in messages: their ids, or their positions in the input arrays."""
+    if ids is None:
+        return np.arange(n), " (ids are positions in the input arrays)"
+    ids = np.asarray(ids).ravel()
+    if ids.size != n:
+        raise MassmapError(f"ids must have one entry per halo ({n}), got {ids.size}")
+    return ids, ""
+
+
+def check_prior_redshifts(z, z_nodes, *, ids=None, who: str = "posterior_block") -> None:
+    """Check that the prior's redshift nodes are increasing and cover every redshift ``z``.
+
+    Parameters
+    ----------
+    z : numpy.ndarray (n_halo,)
+        Redshifts of the halos.
+    z_nodes : numpy.ndarray (n_z,)
+        Redshift nodes of the prior table.
+    ids : array_like, optional
+        Halo ids for the message (default: positions in ``z``).
+    who : str
+        Name of the caller, for the message.
+
+    Raises
+    ------
+    PriorError
+        If the nodes are not finite and strictly increasing, or some redshifts lie outside
+        ``[z_nodes[0], z_nodes[-1]]`` (the prior would be extrapolated).
+    """
+    z = np.asarray(z, dtype=np.float64).ravel()
+    z_nodes = np.asarray(z_nodes, dtype=np.float64).ravel()
+    if z_nodes.size < 1 or not np.all(np.isfinite(z_nodes)):
+        raise PriorError(f"{who}: z_nodes (the prior's redshift nodes) must be finite numbers, at least one, "
+                         f"got {z_nodes[:5].tolist()}; pass the nodes returned by prior.log_table(mass)")
+    steps = np.diff(z_nodes)
+    if np.any(steps <= 0):
+        bad = np.flatnonzero(steps <= 0)
+        raise PriorError(
+            f"{who}: z_nodes (the prior's redshift nodes) must be strictly increasing; {bad.size} of {steps.size} "
+            f"step(s) are not (first at node index {format_offenders(bad + 1)}: z = "
+            f"{', '.join(f'{v:.6g}' for v in z_nodes[bad + 1][:5])}); sort the table's rows by redshift and drop "
+            "duplicated nodes"
+        )
+    lo, hi = float(z_nodes[0]), float(z_nodes[-1])
+    out = (z < lo) | (z > hi)
+    if out.any():
+        labels, note = _halo_labels(ids, z.size)
+        raise PriorError(
+            f"{who}: z outside the prior's redshift nodes [{lo:g}, {hi:g}] for "
+            f"{describe_offenders(labels, out, values=z)}{note}; the prior is not extrapolated: tabulate it over "
+            "these redshifts (e.g. TinkerPrior(z_max=...)) or drop these halos"
+        )
+
+
+def prior_rows(z: np.ndarray, z_nodes: np.ndarray, log_table: np.ndarray, log_mass: np.ndarray, *,
+               ids=None, who: str = "prior_rows") -> np.ndarray:
     """ln prior per unit ln M (equivalently per log10 M, up to a constant) of each halo.
 
-    ln(dn/dM) is interpolated linearly in z between the table's nodes, and ln M is added
-    (dn/dln M = M dn/dM).  Each row has its maximum subtracted.
+    ln(dn/dM) is interpolated linearly in z between the table's nodes (redshifts beyond the
+    nodes take the end node: callers that must not extrapolate check with
+    :func:`check_prior_redshifts`), and ln M is added (dn/dln M = M dn/dM).  Each row has its
+    maximum subtracted.
 
     Parameters
     ----------
@@ -117,18 +202,52 @@ def prior_rows(z: np.ndarray, z_nodes: np.ndarray, log_table: np.ndarray, log_ma
     z_nodes : numpy.ndarray (n_z,)
         Redshift nodes of the table.
     log_table : numpy.ndarray (n_z, n_mass)
-        ln(dn/dM) at the nodes on the mass grid.
+        ln(dn/dM) at the nodes on the mass grid (-inf or :data:`~massmap_xr.prior.LOG_ZERO`
+        where the prior is zero).
     log_mass : numpy.ndarray (n_mass,)
         ln M of the grid (M in M_sun).
+    ids : array_like, optional
+        Halo ids, to name offenders in the error (default: positions in ``z``).
+    who : str
+        Name of the caller, for the error message.
 
     Returns
     -------
     numpy.ndarray (n_halo, n_mass)
         float64, maximum 0 in every row.
+
+    Raises
+    ------
+    PriorError
+        If at some halo's redshift the prior is zero at every mass of the grid (interpolated
+        ln dn/dM ≤ :data:`ZERO_PRIOR_LOG` everywhere): the posterior would otherwise silently
+        be a featureless row.
     """
+    z = np.asarray(z, dtype=np.float64)
+    log_table = np.maximum(np.asarray(log_table, dtype=np.float64), LOG_ZERO)  # -inf -> finite log-zero
     i, w = z_weights(z_nodes, z)
-    rows = (1.0 - w)[:, None] * log_table[i] + w[:, None] * log_table[i + 1] + log_mass[None, :]
+    rows = (1.0 - w)[:, None] * log_table[i] + w[:, None] * log_table[i + 1]
+    check_prior_nonzero(z, rows.max(axis=1, initial=-np.inf), ids=ids, who=who)
+    rows += np.asarray(log_mass, dtype=np.float64)[None, :]
     return rows - rows.max(axis=1, keepdims=True)
+
+
+def check_prior_nonzero(z, row_max, *, ids=None, who: str = "prior_rows") -> None:
+    """Raise :class:`PriorError` for halos whose interpolated ln dn/dM is ≤ ``ZERO_PRIOR_LOG`` at every mass.
+
+    ``row_max`` is the largest interpolated ln dn/dM on the mass grid at each halo's redshift ``z``.
+    """
+    z = np.asarray(z, dtype=np.float64).ravel()
+    zero = np.asarray(row_max, dtype=np.float64).ravel() <= ZERO_PRIOR_LOG
+    if zero.any():
+        labels, note = _halo_labels(ids, z.size)
+        raise PriorError(
+            f"{who}: the prior is zero on the whole mass grid (ln dn/dM <= {ZERO_PRIOR_LOG:g} at every mass) at the "
+            f"redshift z of {describe_offenders(labels, zero, values=z)}{note}; P(M | z) cannot be normalised "
+            "there and their posterior would silently come out featureless: use a prior that is positive "
+            "somewhere on the mass grid at these redshifts (check the table's rows at the nearest redshift nodes "
+            "and its mass range), widen the mass grid, or drop these halos"
+        )
 
 
 @numba.njit(parallel=True, fastmath=False, cache=True)
@@ -181,33 +300,79 @@ def _kernel_uniform(log_lobs, zfac, width, lnp, x0, dx, wts, a1, a2, lna3, a4, o
     return bad
 
 
+@numba.njit(cache=True, inline="always")
+def _nearest_index(x, xs):  # pragma: no cover - compiled
+    """Index of the point of the increasing grid ``x`` nearest to ``xs`` (may be ±inf)."""
+    n = x.shape[0]
+    if not xs > x[0]:
+        return 0
+    if not xs < x[n - 1]:
+        return n - 1
+    lo = 0
+    hi = n - 1
+    while hi - lo > 1:  # x[lo] < xs < x[hi]
+        mid = (lo + hi) // 2
+        if x[mid] <= xs:
+            lo = mid
+        else:
+            hi = mid
+    return lo if xs - x[lo] <= x[hi] - xs else hi
+
+
+@numba.njit(cache=True, inline="always")
+def _inverse_width(w):  # pragma: no cover - compiled
+    """1/w where that is safe to multiply by (w not tiny), else 0 (meaning: divide by w)."""
+    return 1.0 / w if w > 1e-290 else 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _half_u2_excess(slope, dx_bm, d_m, d_b, w, iw):  # pragma: no cover - compiled
+    """½(u_m² - u_b²) = ½ · slope(x_b - x_m)/w · (d_m + d_b)/w, ≥ 0, never NaN (may be +inf).
+
+    ``dx_bm`` = x_b - x_m, d = ln L_obs - ln μ_L, u = d / w (d, slope and w may all carry the
+    same scale factor); b is the grid point nearest the relation's inverse, so the excess is
+    ≥ 0 up to round-off (clipped at 0).  ``iw`` is :func:`_inverse_width` of ``w`` (``w`` may
+    have underflowed to 0).
+    """
+    num_p = slope * dx_bm
+    num_q = d_m + d_b
+    if num_p == 0.0 or num_q == 0.0:
+        return 0.0
+    if iw > 0.0:
+        h = 0.5 * (num_p * iw) * (num_q * iw)
+    else:
+        h = 0.5 * (num_p / w) * (num_q / w)
+    return h if h > 0.0 else 0.0
+
+
 @numba.njit(parallel=True, cache=True)
-def _kernel_logspace(rows_idx, log_lobs, zfac, width, lnp, x, wts, a1, a2, lna3, a4, out):  # pragma: no cover
+def _kernel_logspace(rows_idx, log_lobs, zfac, width, lnp, x, wts, a1, a2, lna3, a4, scale, out):  # pragma: no cover
     n_m = lnp.shape[1]
     n_r = a1.shape[0]
     for j in numba.prange(rows_idx.shape[0]):
         k = rows_idx[j]
         e = np.empty(n_m)
         for r in range(n_r):
-            w = width[k, r]
+            # everything in units of 1/c (c = scale[r], 1 unless some α is beyond 2^500), so that
+            # no partial sum of ln L_obs - ln μ_L overflows; d_m = off - slope x_m
+            c = scale[r]
+            w = width[k, r] * c
+            slope = a2[r] * c
+            off = log_lobs[k] * c - a1[r] * c - (a4[r] * c) * zfac[k] + slope * lna3[r]
+            # b: the grid mass nearest the relation's inverse, where ½u² is smallest; subtracting
+            # ½u_b² before adding ln P keeps the prior however large ½u² is (α2 = 0: the excess
+            # is 0 at every mass and the row is the prior)
+            b = 0
+            if slope != 0.0:
+                b = _nearest_index(x, off / slope)
+            d_b = off - slope * x[b]
+            iw = _inverse_width(w)
             emax = -np.inf
-            dmin = np.inf
-            mbest = 0
             for m in range(n_m):
-                d = log_lobs[k] - a1[r] - a4[r] * zfac[k] - a2[r] * (x[m] - lna3[r])
-                u = d / w
-                e[m] = lnp[k, m] - 0.5 * u * u
+                e[m] = lnp[k, m] - _half_u2_excess(slope, x[b] - x[m], off - slope * x[m], d_b, w, iw)
                 emax = max(emax, e[m])
-                if abs(d) < dmin:
-                    dmin = abs(d)
-                    mbest = m
-            if not emax > -np.inf:
-                # (d / w)² overflows at every mass: the likelihood is a delta function at the
-                # grid mass closest to the relation's inverse, whatever the prior
-                for m in range(n_m):
-                    out[k, m, r] = 0.0
-                out[k, mbest, r] = 1.0 / wts[mbest]
-                continue
+            # e[b] = lnp[k, b] is finite, so emax is; where the excess overflows everywhere else
+            # (vanishing S and σ_obs) the row is the normalised spike at b
             norm = 0.0
             for m in range(n_m):
                 e[m] = np.exp(e[m] - emax)
@@ -239,7 +404,8 @@ def _as_vector(name: str, value, n: int | None) -> np.ndarray:
     return a
 
 
-def _prepare(log_lobs, z, sigma_obs, z_nodes, log_table, mass, alpha1, alpha2, alpha3, alpha4, S) -> dict:
+def _prepare(log_lobs, z, sigma_obs, z_nodes, log_table, mass, alpha1, alpha2, alpha3, alpha4, S,
+             ids=None) -> dict:
     """Validate the inputs of :func:`posterior_block` and derive the kernels' arguments."""
     log_lobs = _as_vector("log_lobs", log_lobs, None)
     n_h = log_lobs.size
@@ -278,14 +444,30 @@ def _prepare(log_lobs, z, sigma_obs, z_nodes, log_table, mass, alpha1, alpha2, a
     if np.any(np.isnan(log_table) | (log_table == np.inf)):
         raise MassmapError("posterior_block: log_table (ln dn/dM) must not contain NaN or +inf")
     log_table = np.maximum(log_table, LOG_ZERO)  # -inf (zero prior) -> the package's finite log-zero
-    z_nodes = _as_vector("z_nodes", z_nodes, log_table.shape[0])
-    lnp = np.ascontiguousarray(prior_rows(z, z_nodes, log_table, x))
+    z_nodes = np.asarray(z_nodes, dtype=np.float64)
+    if z_nodes.ndim != 1 or z_nodes.size != log_table.shape[0]:
+        raise PriorError(f"posterior_block: z_nodes must have shape ({log_table.shape[0]},) (one node per row of "
+                         f"log_table), got {z_nodes.shape}")
+    check_prior_redshifts(z, z_nodes, ids=ids)
+    lnp = np.ascontiguousarray(prior_rows(z, z_nodes, log_table, x, ids=ids, who="posterior_block"))
     return {"log_lobs": log_lobs, "zfac": np.log1p(z), "width": width, "lnp": lnp, "x": x, "wts": wts,
-            "a1": a1, "a2": a2, "lna3": np.log(a3), "a4": a4}
+            "a1": a1, "a2": a2, "lna3": np.log(a3), "a4": a4, "scale": hyper_scale(a1, a2, a4)}
+
+
+def hyper_scale(a1, a2, a4) -> np.ndarray:
+    """Power-of-two factor c per realization with c·max(|α1|, |α2|, |α4|) < 1 when that exceeds 2^500, else 1.
+
+    The log-space paths form ln L_obs - ln μ_L from hyperparameters multiplied by c, so that
+    no partial sum overflows even for α's near the float64 limit (c = 1, i.e. exact, for every
+    realistic relation).
+    """
+    mx = np.maximum(np.maximum(np.abs(a1), np.abs(a2)), np.abs(a4))
+    _, e = np.frexp(mx)
+    return np.where(mx > 2.0**500, np.ldexp(1.0, -e), 1.0)
 
 
 def posterior_block(
-    log_lobs, z, sigma_obs, *, z_nodes, log_table, mass, alpha1, alpha2, alpha3, alpha4, S, out=None
+    log_lobs, z, sigma_obs, *, z_nodes, log_table, mass, alpha1, alpha2, alpha3, alpha4, S, out=None, ids=None
 ) -> np.ndarray:
     """Normalised posterior density per unit log10 M, float32 (halo, mass, realization).
 
@@ -304,6 +486,9 @@ def posterior_block(
         Hyperparameters (α3 in M_sun; S > 0 natural-log scatter).
     out : numpy.ndarray, optional
         Preallocated C-contiguous float32 output of shape (n_halo, n_mass, n_realization).
+    ids : array_like (n_halo,), optional
+        Halo ids, used only to name offending halos in error messages (default: their
+        positions in the input arrays).
 
     Returns
     -------
@@ -317,6 +502,9 @@ def posterior_block(
         For inputs of the wrong shape or length, non-finite values, S or α3 <= 0, σ_obs < 0, a
         mass grid that is not positive and strictly increasing, a prior table with NaN or +inf,
         or an ``out`` of the wrong shape, dtype or memory layout.
+    PriorError
+        (a MassmapError) For redshift nodes that are not strictly increasing, redshifts outside
+        the nodes, or halos at whose redshift the prior is zero at every grid mass.
 
     Examples
     --------
@@ -328,7 +516,7 @@ def posterior_block(
     >>> p.shape, p.dtype, round(float(trapezoid_weights(np.log10(mass)) @ p[0, :, 0]), 5)
     ((1, 100, 1), dtype('float32'), 1.0)
     """
-    a = _prepare(log_lobs, z, sigma_obs, z_nodes, log_table, mass, alpha1, alpha2, alpha3, alpha4, S)
+    a = _prepare(log_lobs, z, sigma_obs, z_nodes, log_table, mass, alpha1, alpha2, alpha3, alpha4, S, ids=ids)
     shape = (a["log_lobs"].size, a["x"].size, a["a1"].size)
     if out is None:
         out = np.empty(shape, dtype=np.float32)
@@ -359,7 +547,7 @@ def _fill(a: dict, out: np.ndarray) -> np.ndarray:
     else:
         idx = np.arange(n_h, dtype=np.int64)
     if idx.size:
-        _kernel_logspace(idx, a["log_lobs"], a["zfac"], *common, a["x"], a["wts"], *hyp, out)
+        _kernel_logspace(idx, a["log_lobs"], a["zfac"], *common, a["x"], a["wts"], *hyp, a["scale"], out)
     return idx
 
 
