@@ -257,7 +257,7 @@ def test_two_builds_racing_for_one_new_path(tmp_path):
     """
     s = script(tmp_path, "racer.py", body)
     procs = [run_py(s, path, tmp_path / "ready-", k, wait=False) for k in "ab"]
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = [p.communicate(timeout=600) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 3], outs
     loser = next(o for p, o in zip(procs, outs, strict=True) if p.returncode == 3)[0]
