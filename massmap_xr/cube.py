@@ -22,7 +22,7 @@ from massmap_xr.catalog import validate_catalog
 from massmap_xr.errors import CatalogError, CatalogWarning, MassmapError, format_offenders
 from massmap_xr.hyper import as_hyper, hyper_hash
 from massmap_xr.kernel import ZERO_PRIOR_LOG, check_prior_redshifts, posterior_block, prior_rows, trapezoid_weights
-from massmap_xr.prior import as_prior, default_mass_grid
+from massmap_xr.prior import as_prior, check_mass_grid, default_mass_grid
 from massmap_xr.relation import HYPER_NAMES, lobs_likelihood_montecarlo
 
 __all__ = ["build_posterior", "default_halo_chunk", "catalog_hash", "CUBE_ATTRS"]
@@ -53,18 +53,6 @@ def catalog_hash(cat: xr.Dataset) -> str:
             h.update(k.encode())
             h.update(np.ascontiguousarray(cat[k].values).astype("<f8" if k != "halo" else "<i8").tobytes())
     return h.hexdigest()
-
-
-def _check_mass_grid(mass) -> np.ndarray:
-    try:
-        mass = default_mass_grid() if mass is None else np.asarray(mass, dtype=float)
-    except (TypeError, ValueError):
-        raise MassmapError(f"mass grid must be numbers (M_sun), got {mass!r:.120}") from None
-    if mass.ndim != 1 or mass.size < 2:
-        raise MassmapError(f"mass grid must be 1-D with at least 2 points, got shape {mass.shape}")
-    if not np.all(np.isfinite(mass)) or np.any(mass <= 0) or np.any(np.diff(mass) <= 0):
-        raise MassmapError("mass grid must be finite, positive and strictly increasing (M_sun)")
-    return mass
 
 
 def _check_prior_at_halos(z, ids, z_nodes, log_table, mass, *, batch: int = 8192) -> None:
@@ -181,7 +169,7 @@ def build_posterior(
     prior = as_prior(prior)
     hyper = as_hyper(100 if hyper is None else hyper)
     validate_catalog(catalog, z_range=prior.z_range)
-    mass = _check_mass_grid(mass)
+    mass = check_mass_grid(default_mass_grid() if mass is None else mass, "build_posterior", error=MassmapError)
     z_nodes, log_table = prior.log_table(mass)
     if np.all(log_table <= ZERO_PRIOR_LOG):
         raise MassmapError("the prior is zero on the whole mass grid; choose a mass grid inside the prior's range")

@@ -106,7 +106,7 @@ from massmap_xr.kernel import (
     check_prior_redshifts,
     hyper_scale,
 )
-from massmap_xr.prior import LOG_ZERO
+from massmap_xr.prior import LOG_ZERO, check_mass_grid, default_mass_grid
 from massmap_xr.relation import HYPER_NAMES
 
 __all__ = [
@@ -478,17 +478,6 @@ def _catalog_arrays(catalog, sigma_obs: float, z_range) -> tuple[np.ndarray, np.
     return z, log_lobs, sig
 
 
-def _check_mass(mass) -> np.ndarray:
-    from massmap_xr.prior import default_mass_grid
-
-    mass = default_mass_grid() if mass is None else np.asarray(mass, dtype=np.float64)
-    if mass.ndim != 1 or mass.size < 3:
-        raise InferenceError(f"mass grid must be 1-D with at least 3 points (M_sun), got shape {mass.shape}")
-    if not np.all(np.isfinite(mass)) or np.any(mass <= 0) or np.any(np.diff(mass) <= 0):
-        raise InferenceError("mass grid must be finite, positive and strictly increasing (M_sun)")
-    return mass
-
-
 class CatalogLikelihood:
     """The catalogue log-likelihood ln P({L_obs} | {z}, α, S), precomputed for fast evaluation.
 
@@ -558,7 +547,8 @@ class CatalogLikelihood:
         if not (np.isfinite(rel_tol) and 0 < rel_tol < 1e-3):
             raise InferenceError(f"rel_tol must be in (0, 1e-3), got {rel_tol!r}")
         self.prior = as_prior(prior)
-        self.mass = _check_mass(mass)
+        self.mass = check_mass_grid(default_mass_grid() if mass is None else mass, "CatalogLikelihood",
+                                    min_size=3, error=InferenceError)
         z, log_lobs, sig = _catalog_arrays(catalog, sigma_obs, self.prior.z_range)
         self.n_halo = int(z.size)
         self.sigma_obs = float(sigma_obs)

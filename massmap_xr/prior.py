@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from massmap_xr.errors import PriorError, format_offenders
+from massmap_xr.errors import MassmapError, PriorError, format_offenders
 
-__all__ = ["MassPrior", "TinkerPrior", "TablePrior", "as_prior", "default_mass_grid"]
+__all__ = ["MassPrior", "TinkerPrior", "TablePrior", "as_prior", "check_mass_grid", "default_mass_grid"]
 
 #: ln-density assigned where a prior is zero (outside its mass range); finite so that
 #: arithmetic stays NaN-free, small enough that exp() of it is exactly zero.
@@ -112,24 +112,36 @@ def z_weights(z_nodes: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return i.astype(np.intp), np.clip(w, 0.0, 1.0)
 
 
-def _check_mass(mass, who: str, *, min_size: int = 1) -> np.ndarray:
-    """``mass`` as a 1-D float array of finite, positive masses (M_sun); :class:`PriorError` otherwise."""
+def check_mass_grid(mass, who: str, *, min_size: int = 2, increasing: bool = True,
+                    error: type[MassmapError] = PriorError) -> np.ndarray:
+    """``mass`` as a 1-D float64 grid of finite, positive masses (M_sun), else ``error``.
+
+    The one rule every mass grid of the package follows: numbers, 1-D, at least ``min_size``
+    points, finite and > 0, and (with ``increasing``) strictly increasing.  ``who`` starts the
+    message; ``error`` is the :class:`~massmap_xr.errors.MassmapError` subclass of the caller.
+    """
     try:
-        mass = np.asarray(mass, dtype=float)
+        mass = np.asarray(mass, dtype=np.float64)
     except (TypeError, ValueError):
-        raise PriorError(f"{who}: mass grid must be numbers (M_sun), got {mass!r:.120}") from None
+        raise error(f"{who}: mass grid must be numbers (M_sun), got {mass!r:.120}") from None
     if mass.ndim != 1 or mass.size < min_size:
-        raise PriorError(
-            f"{who}: mass grid must be 1-D with at least {min_size} point(s), got shape {mass.shape}; "
-            "pass e.g. numpy.logspace(10, 15.5, 400)"
+        raise error(
+            f"{who}: mass grid must be 1-D with at least {min_size} point{'s' if min_size != 1 else ''}, got shape "
+            f"{mass.shape}; pass e.g. numpy.logspace(10, 15.5, 400)"
         )
     bad = ~np.isfinite(mass) | ~(mass > 0)
     if bad.any():
         idx = np.flatnonzero(bad)
-        raise PriorError(
-            f"{who}: mass grid must be finite and > 0 (M_sun); {idx.size} of {mass.size} points are not "
+        raise error(
+            f"{who}: mass grid must be finite and positive (> 0, M_sun); {idx.size} of {mass.size} points are not "
             f"(first indices: {format_offenders(idx)}; values: {format_offenders(mass[bad])}); drop them or "
             "give masses in M_sun, not log10"
+        )
+    if increasing and np.any(np.diff(mass) <= 0):
+        idx = np.flatnonzero(np.diff(mass) <= 0) + 1
+        raise error(
+            f"{who}: mass grid must be strictly increasing; {idx.size} point(s) are not above the one before "
+            f"(first indices: {format_offenders(idx)}); sort it and drop repeated masses"
         )
     return mass
 
@@ -239,7 +251,7 @@ class TinkerPrior(MassPrior):
         return float(getattr(astropy.cosmology, self.cosmology).h)
 
     def log_table(self, mass):
-        mass = _check_mass(mass, "TinkerPrior", min_size=2)
+        mass = check_mass_grid(mass, "TinkerPrior", increasing=False)
         h = self.h
         lo = np.log10(mass.min() * h) - 2 * self.dlog10m
         hi = np.log10(mass.max() * h) + 3 * self.dlog10m
@@ -326,7 +338,7 @@ class TablePrior(MassPrior):
         self._attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (str, int, float))}
 
     def log_table(self, mass):
-        log_m = np.log(_check_mass(mass, "TablePrior"))
+        log_m = np.log(check_mass_grid(mass, "TablePrior", min_size=1, increasing=False))
         return self._z, np.stack([_interp_mass(self._log_m, row, log_m) for row in self._log_v])
 
     def describe(self):
