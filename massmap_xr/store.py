@@ -784,11 +784,18 @@ def _template(ds: xr.Dataset, layout: StoreLayout) -> xr.Dataset:
     return tmpl
 
 
-def _write_template(ds: xr.Dataset, path, layout: StoreLayout, storage_options, tmpl: xr.Dataset | None = None) -> str:
-    """Write the store's template (``tmpl`` from :func:`_template`, made from ``ds`` if not given)."""
+def _write_template(ds: xr.Dataset, path, layout: StoreLayout, storage_options, tmpl: xr.Dataset | None = None,
+                    *, fresh: bool = False) -> str:
+    """Write the store's template (``tmpl`` from :func:`_template`, made from ``ds`` if not given).
+
+    ``fresh``: the store directory was just created empty by this process.  The template is then
+    written without clearing the directory (a local zarr store clears by deleting and re-creating
+    it, a window in which a racing build's atomic ``mkdir`` would succeed); otherwise (rewriting
+    an interrupted template) whatever is there is replaced.
+    """
     tmpl = _template(ds, layout) if tmpl is None else tmpl
     build_id = tmpl.attrs[BUILD_ID]
-    tmpl.to_zarr(_zarr_store(path, storage_options), mode="w", compute=False, consolidated=False,
+    tmpl.to_zarr(_zarr_store(path, storage_options), mode="w-" if fresh else "w", compute=False, consolidated=False,
                  zarr_format=3, encoding=_encoding(tmpl, layout))
     group = _open_group(path, storage_options, mode="r+")
     width = max(layout.n_realization_chunks, 1024)
@@ -867,7 +874,7 @@ def _init(ds, path, storage_options, mode, realization_chunk, inner_halo_chunk) 
     layout, ds = _layout_for(ds, realization_chunk, inner_halo_chunk)
     tmpl = _template(ds, layout)  # every check on the cube's values happens here, before anything is deleted
     _create_root(path, storage_options, mode)
-    return layout, _write_template(ds, path, layout, storage_options, tmpl)
+    return layout, _write_template(ds, path, layout, storage_options, tmpl, fresh=True)
 
 
 def init_store(

@@ -394,3 +394,23 @@ def test_nothing_left_behind_by_refusals(tmp_path, small):
     with pytest.raises(StoreError):
         st.to_store(cube.assign(weight=("realization", np.zeros(3))), tmp_path / "n.zarr", progress=False)
     assert not os.path.exists(tmp_path / "n.zarr")
+
+
+# --------------------------------------------------------------------------- racing builds
+def test_a_new_store_is_never_cleared_after_its_atomic_creation(tmp_path, small, monkeypatch):
+    """A local zarr store clears itself by deleting and re-creating its directory; between the two,
+    a racing build's atomic mkdir would succeed and both builds would write one store.  The
+    template of a new store is written into the directory just created, without clearing it."""
+    import zarr.storage
+
+    async def no_clear(self, *args):
+        if not args or args[0].strip("/") == "":
+            raise AssertionError(f"cleared {self.root} after creating it")
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "clear", no_clear)
+    monkeypatch.setattr(zarr.storage.LocalStore, "delete_dir", no_clear)
+    path = st.to_store(small[0], tmp_path / "fresh.zarr", progress=False)
+    assert st.verify_store(path).ok
+    # replacing an existing store (mode="w") deletes it once, before the atomic mkdir, never after
+    st.to_store(small[0], path, mode="w", progress=False)
+    assert st.verify_store(path).ok
