@@ -110,8 +110,8 @@ def disk_usage(path: str) -> tuple[int, int, int]:
 def build_inputs(n_halos: int, n_realizations: int, n_mass: int, seed: int):
     from massmap_xr.catalog import seed_field
     from massmap_xr.cube import build_posterior
-    from massmap_xr.hyper import reddick2013
-    from massmap_xr.prior import default_mass_grid
+    from massmap_xr.model.hyper import reddick2013
+    from massmap_xr.model.prior import default_mass_grid
 
     cat = seed_field()
     if n_halos < cat.sizes["halo"]:
@@ -248,7 +248,7 @@ def main(argv=None):
     import zarr
 
     import massmap_xr
-    from massmap_xr.kernel import posterior_block
+    from massmap_xr.kernels.posterior import posterior_block
     from massmap_xr.store import open_store
 
     info = {
@@ -281,7 +281,7 @@ def main(argv=None):
     pick = np.unique(np.array([0, n_halos // 2, n_halos - 1]))
     stored = ds["posterior"].isel(halo=pick).values
     hyp = {k: hyper[k].values for k in ("alpha1", "alpha2", "alpha3", "alpha4", "S")}
-    from massmap_xr.prior import TinkerPrior
+    from massmap_xr.model.prior import TinkerPrior
 
     z_nodes, log_table = TinkerPrior().log_table(ds["mass"].values)
     direct = posterior_block(np.log(cat["lum_obs"].values[pick]), cat["z"].values[pick], 0.05, z_nodes=z_nodes,

@@ -41,9 +41,9 @@ from scipy import stats
 
 from massmap_xr.catalog import mock_catalog, seed_field
 from massmap_xr.inference import CatalogLikelihood, HyperPrior, infer_hyperparameters
-from massmap_xr.kernel import trapezoid_weights
-from massmap_xr.prior import TablePrior
-from massmap_xr.relation import lobs_log_likelihood
+from massmap_xr.kernels.posterior import trapezoid_weights
+from massmap_xr.model.prior import TablePrior
+from massmap_xr.model.relation import lobs_log_likelihood
 
 ORIGINAL_SECONDS = 7.0
 REDDICK = (10.709, 0.359, 2.35e14, 1.10, 0.155)

@@ -4,7 +4,7 @@ One run prints:
 
 - the machine (platform, CPU model, cores, load, numpy/numba versions, numba threading layer,
   numpy's SIMD extensions);
-- posterior cells per second of :func:`massmap_xr.kernel.posterior_block` on seed-field halos
+- posterior cells per second of :func:`massmap_xr.kernels.posterior.posterior_block` on seed-field halos
   (400 masses × 100 Reddick 2013 realizations by default), after a warm-up call (JIT), best of
   ``--repeat``, with numba's default number of threads and with one thread;
 - ``numpy.exp`` float32 elements per second on the same number of elements (preallocated
@@ -138,9 +138,9 @@ def main(argv=None):
     import numba
 
     from massmap_xr.catalog import seed_field
-    from massmap_xr.hyper import reddick2013
-    from massmap_xr.kernel import posterior_block
-    from massmap_xr.prior import TinkerPrior, default_mass_grid
+    from massmap_xr.model.hyper import reddick2013
+    from massmap_xr.kernels.posterior import posterior_block
+    from massmap_xr.model.prior import TinkerPrior, default_mass_grid
 
 
     cat = seed_field()

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
-SCHEMA_VERSION = "1.0"
-
-from massmap_xr import accessor, errors  # noqa: E402,F401
-from massmap_xr.catalog import mock_catalog, read_catalog, seed_field  # noqa: E402
-from massmap_xr.cube import build_posterior  # noqa: E402
-from massmap_xr.hyper import from_arviz, read_hyper, reddick2013  # noqa: E402
-from massmap_xr.prior import TablePrior, TinkerPrior, read_prior_table  # noqa: E402
-from massmap_xr.store import (  # noqa: E402
+from massmap_xr import accessor, errors  # noqa: F401
+from massmap_xr._version import SCHEMA_VERSION, __version__
+from massmap_xr.catalog import mock_catalog, read_catalog, seed_field
+from massmap_xr.cube import build_posterior
+from massmap_xr.model.hyper import from_arviz, read_hyper, reddick2013
+from massmap_xr.model.prior import TablePrior, TinkerPrior, read_prior_table
+from massmap_xr.store import (
     append_halos,
     append_realizations,
     build_like_store,
@@ -31,7 +29,7 @@ from massmap_xr.store import (  # noqa: E402
     verify_store,
 )
 
-_LAZY_MODULES = ("analysis", "sky", "inference", "plot", "mapplot", "demo", "cli")
+_LAZY_MODULES = ("analysis", "sky", "inference", "model", "kernels", "demo", "cli")
 _LAZY_FUNCTIONS = {
     "infer_hyperparameters": "inference",
     "log_likelihood": "inference",

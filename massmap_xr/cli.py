@@ -42,7 +42,7 @@ def _load_catalog(spec: str, args) -> "xr.Dataset":  # noqa: F821
 
 
 def _prior(args):
-    from massmap_xr.prior import read_prior_table
+    from massmap_xr.model.prior import read_prior_table
 
     if getattr(args, "prior_table", None):
         return read_prior_table(args.prior_table, mass_factor=args.prior_mass_factor)
@@ -50,7 +50,7 @@ def _prior(args):
 
 
 def _hyper(args, catalog):
-    from massmap_xr.hyper import read_hyper, reddick2013
+    from massmap_xr.model.hyper import read_hyper, reddick2013
 
     if getattr(args, "infer", False):
         from massmap_xr.inference import infer_hyperparameters
@@ -124,7 +124,7 @@ def cmd_append_halos(args) -> int:
 
 
 def cmd_append_realizations(args) -> int:
-    from massmap_xr.hyper import read_hyper, reddick2013
+    from massmap_xr.model.hyper import read_hyper, reddick2013
     from massmap_xr.store import append_realizations, build_like_store, open_store
 
     ds = open_store(args.store)
@@ -227,7 +227,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="massmap", description="Probabilistic halo mass maps (massmap_xr).")
-    from massmap_xr import __version__
+    from massmap_xr._version import __version__
 
     p.add_argument("--version", action="version", version=f"massmap_xr {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

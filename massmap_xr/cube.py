@@ -17,13 +17,13 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-import massmap_xr
+from massmap_xr._version import SCHEMA_VERSION, __version__
 from massmap_xr.catalog import validate_catalog
 from massmap_xr.errors import CatalogError, CatalogWarning, MassmapError, format_offenders
-from massmap_xr.hyper import as_hyper, hyper_hash
-from massmap_xr.kernel import ZERO_PRIOR_LOG, check_prior_redshifts, posterior_block, prior_rows, trapezoid_weights
-from massmap_xr.prior import as_prior, check_mass_grid, default_mass_grid
-from massmap_xr.relation import HYPER_NAMES, lobs_likelihood_montecarlo
+from massmap_xr.model.hyper import as_hyper, hyper_hash
+from massmap_xr.kernels.posterior import ZERO_PRIOR_LOG, check_prior_redshifts, posterior_block, prior_rows, trapezoid_weights
+from massmap_xr.model.prior import as_prior, check_mass_grid, default_mass_grid
+from massmap_xr.model.relation import HYPER_NAMES, lobs_likelihood_montecarlo
 
 __all__ = ["build_posterior", "default_halo_chunk", "catalog_hash", "CUBE_ATTRS"]
 
@@ -112,10 +112,10 @@ def build_posterior(
         Halo catalogue (dim ``halo``; ``z``, ``lum_obs``, ``ra``, ``dec``; optional ``mass_true``,
         ``sigma_obs``), see :mod:`massmap_xr.catalog`.
     hyper : Dataset, InferenceData, mapping, path or int, optional
-        Hyperparameter realizations (see :func:`massmap_xr.hyper.as_hyper`); default 100 draws of
-        :func:`~massmap_xr.hyper.reddick2013` with seed 0.
+        Hyperparameter realizations (see :func:`massmap_xr.model.hyper.as_hyper`); default 100 draws of
+        :func:`~massmap_xr.model.hyper.reddick2013` with seed 0.
     prior : MassPrior or DataArray (z, mass), optional
-        Mass prior; default :class:`~massmap_xr.prior.TinkerPrior` (Tinker 2010, WMAP5).
+        Mass prior; default :class:`~massmap_xr.model.prior.TinkerPrior` (Tinker 2010, WMAP5).
     mass : array_like, optional
         Mass grid in M_sun; default 400 log-spaced points from 1e10 to 10^15.5.
     sigma_obs : float, default 0.05
@@ -243,8 +243,8 @@ def build_posterior(
         },
         attrs={
             "title": "massmap_xr halo mass posterior cube",
-            "massmap_schema_version": massmap_xr.SCHEMA_VERSION,
-            "massmap_version": massmap_xr.__version__,
+            "massmap_schema_version": SCHEMA_VERSION,
+            "massmap_version": __version__,
             "method": method,
             "n_lum": int(n_lum) if method == "montecarlo" else 0,
             "mc_seed": int(seed),

@@ -29,8 +29,8 @@ def run_demo(out_dir="stores", *, n_halos: int = 300, n_realizations: int = 20, 
 
     from massmap_xr.catalog import mock_catalog
     from massmap_xr.cube import build_posterior
-    from massmap_xr.hyper import reddick2013
-    from massmap_xr.plot import plot_posterior
+    from massmap_xr.model.hyper import reddick2013
+    from massmap_xr.analysis.plots import plot_posterior
     from massmap_xr.store import open_store, to_store
 
     out = Path(out_dir)
@@ -52,7 +52,7 @@ def run_demo(out_dir="stores", *, n_halos: int = 300, n_realizations: int = 20, 
     written = [store, fig_path]
 
     from massmap_xr.analysis import sample
-    from massmap_xr.mapplot import plot_statistics
+    from massmap_xr.sky.plots import plot_statistics
     from massmap_xr.sky import map_statistics, project_flat
 
     samples = sample(ds, map_samples, seed=seed)

@@ -8,6 +8,7 @@ entries break it, the first few offenders and what to do about it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,10 +25,12 @@ __all__ = [
     "AnalysisError",
     "InferenceError",
     "OutputExistsError",
+    "StoreExistsError",
     "MassmapWarning",
     "CatalogWarning",
     "format_offenders",
     "describe_offenders",
+    "check_output",
 ]
 
 
@@ -88,6 +91,10 @@ class OutputExistsError(MassmapError, FileExistsError):
     """An output file or store already exists and overwriting was not asked for."""
 
 
+class StoreExistsError(StoreError, OutputExistsError):
+    """A store already exists where a new one was to be written."""
+
+
 class MassmapWarning(UserWarning):
     """Base class of the warnings massmap_xr emits."""
 
@@ -146,3 +153,52 @@ def describe_offenders(
         bad = np.asarray(values).ravel()[mask][:n_show]
         text += "; values: " + ", ".join(f"{v:.6g}" if isinstance(v, (float, np.floating)) else str(v) for v in bad.tolist())
     return text + ")"
+
+
+#: how to ask for replacement, in Python and on the command line
+OVERWRITE_HINT = "pass overwrite=True (CLI: --overwrite) to replace it"
+
+
+def check_output(path, *, overwrite: bool, what: str, exists: bool | None = None,
+                 hint: str = OVERWRITE_HINT, error: type[MassmapError] = OutputExistsError) -> None:
+    """Refuse to replace an existing output unless ``overwrite`` was asked for.
+
+    The one output-exists check of every writer (summaries, samples, maps, FITS files,
+    inference results, stores), so that they all say the same thing.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output about to be written.
+    overwrite : bool
+        Whether the caller asked to replace an existing output.
+    what : str
+        The writer's name, which starts the message (e.g. ``"write_summary"``).
+    exists : bool, optional
+        Whether the output exists, for outputs that are not local paths (object stores);
+        by default the local path is looked at (a URL with ``://`` never counts as existing).
+    hint : str
+        What to do instead, appended to the message.
+    error : type, default OutputExistsError
+        The exception class raised (a subclass of :class:`OutputExistsError`).
+
+    Raises
+    ------
+    OutputExistsError
+        ``"<what>: '<path>' already exists; <hint>"``.
+
+    Examples
+    --------
+    >>> check_output("/nonexistent/out.nc", overwrite=False, what="write_summary")
+    >>> check_output(".", overwrite=False, what="write_summary")
+    Traceback (most recent call last):
+    ...
+    massmap_xr.errors.OutputExistsError: write_summary: '.' already exists; pass overwrite=True (CLI: --overwrite) to replace it
+    """
+    if overwrite:
+        return
+    if exists is None:
+        text = os.fspath(path)
+        exists = "://" not in text and os.path.lexists(text)
+    if exists:
+        raise error(f"{what}: {os.fspath(path)!r} already exists; {hint}")

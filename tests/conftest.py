@@ -38,7 +38,7 @@ def small_catalog():
 
 @pytest.fixture(scope="session")
 def small_hyper():
-    from massmap_xr.hyper import reddick2013
+    from massmap_xr.model.hyper import reddick2013
 
     return reddick2013(6, seed=5)
 

@@ -25,7 +25,7 @@ import xarray as xr
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from massmap_xr.relation import HYPER_NAMES
+from massmap_xr.model.relation import HYPER_NAMES
 
 __all__ = [
     "FLOAT_SPECIALS",

@@ -15,7 +15,7 @@ from scipy import stats
 from scipy.integrate import cumulative_trapezoid
 from strategies import QUICK
 
-from massmap_xr import analysis
+from massmap_xr.analysis import core as analysis
 from massmap_xr.errors import AnalysisError, OutputExistsError
 
 # ----------------------------------------------------------------------------------------------
@@ -535,7 +535,7 @@ def test_calibration_skips_halos_without_a_usable_true_mass(cube):
 def _mock(n: int, seed: int, shift: float = 0.0, n_real: int = 1):
     """Mock catalogue and a hyperparameter table at its true values (alpha1 shifted by ``shift``)."""
     from massmap_xr.catalog import mock_catalog
-    from massmap_xr.hyper import reddick2013
+    from massmap_xr.model.hyper import reddick2013
 
     cat = mock_catalog(n, seed=seed)
     hyper = reddick2013(n_real, seed=seed)

@@ -98,7 +98,7 @@ def test_many_writers_then_appends_equal_one_build(tmp_path, capsys):
     import xarray as xr
 
     from massmap_xr.cube import build_posterior
-    from massmap_xr.hyper import reddick2013
+    from massmap_xr.model.hyper import reddick2013
     from massmap_xr.store import verify_store
 
     a, b = mock_catalog(40, seed=3), mock_catalog(15, seed=4)
@@ -151,7 +151,7 @@ def test_map_statistics_with_truth_in_field_window(built_store, tmp_path):
 def test_infer_then_build_from_the_inferred_draws(tmp_path):
     """`massmap infer` writes draws that read back as hyperparameters; `build --infer` stores a cube
     whose realizations are those of the inference (same seed, same draws)."""
-    from massmap_xr.hyper import read_hyper
+    from massmap_xr.model.hyper import read_hyper
 
     cat = mock_catalog(300, seed=21)
     f = _csv(cat, tmp_path / "f.csv")

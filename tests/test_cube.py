@@ -11,7 +11,7 @@ import massmap_xr
 from massmap_xr.catalog import mock_catalog
 from massmap_xr.cube import build_posterior
 from massmap_xr.errors import MassmapError, StoreError
-from massmap_xr.hyper import reddick2013
+from massmap_xr.model.hyper import reddick2013
 from massmap_xr.store import open_store, to_store
 
 
@@ -42,7 +42,7 @@ def test_every_slice_is_normalised(small_cube):
 
 def test_posterior_is_prior_times_likelihood(small_cube):
     """One (halo, realization) slice equals prior(z) x Normal(ln L_obs; ln mu_L, S^2+sigma^2) computed by hand."""
-    from massmap_xr.prior import TinkerPrior
+    from massmap_xr.model.prior import TinkerPrior
 
     ds = small_cube
     k, r = 7, 3

@@ -9,7 +9,7 @@ import xarray as xr
 
 from massmap_xr.catalog import mock_catalog
 from massmap_xr.cube import build_posterior
-from massmap_xr.hyper import reddick2013
+from massmap_xr.model.hyper import reddick2013
 from massmap_xr.store import open_store, verify_store
 
 DEMO = Path(__file__).resolve().parents[1] / "stores" / "demo.zarr"

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from test_store import file_digests, make_cube
 
-from massmap_xr import store as st
+from massmap_xr.store import core as st
 
 distributed = pytest.importorskip("distributed")
 
 
 def _reduce(ds):
     """Weighted marginal over realizations and each halo's mean log10 mass (a typical read)."""
-    from massmap_xr.kernel import trapezoid_weights
+    from massmap_xr.kernels.posterior import trapezoid_weights
 
     marginal = (ds["posterior"] * ds["weight"]).sum("realization")
     w = ds["log10_mass"].copy(data=trapezoid_weights(ds["log10_mass"].values))

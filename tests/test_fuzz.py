@@ -36,9 +36,9 @@ from strategies import (
 from massmap_xr.catalog import check_position_units, read_catalog, validate_catalog, wrap_ra_degrees
 from massmap_xr.cube import build_posterior
 from massmap_xr.errors import CatalogError, CatalogWarning, HyperparameterError, MassmapError, MassmapWarning
-from massmap_xr.hyper import as_hyper
-from massmap_xr.prior import TinkerPrior
-from massmap_xr.relation import HYPER_NAMES
+from massmap_xr.model.hyper import as_hyper
+from massmap_xr.model.prior import TinkerPrior
+from massmap_xr.model.relation import HYPER_NAMES
 
 MASS = np.logspace(10, 15.5, 60)
 PRIOR = TinkerPrior()
@@ -113,7 +113,7 @@ def test_valid_extremes_give_a_normalised_cube(cat, hyper):
 
 def _wide_table_prior():
     """dn/dM ~ M^-1.9 exp(-M / 1e15) from 1e6 to 1e22 M_sun at z = 0 and 4 (fast, any grid)."""
-    from massmap_xr.prior import TablePrior
+    from massmap_xr.model.prior import TablePrior
 
     m = np.logspace(6, 22, 400)
     row = -1.9 * np.log(m) - m / 1e15
@@ -361,7 +361,7 @@ def test_degenerate_inputs_emit_no_numpy_warnings(hyper, sigma, method):
 
 @pytest.mark.parametrize("case", ["text-values", "nan-z", "nan-mass"])
 def test_table_prior_rejects_non_numeric_and_nan_tables(case):
-    from massmap_xr.prior import TablePrior
+    from massmap_xr.model.prior import TablePrior
 
     m = np.logspace(10, 15, 5)
     values, z = np.ones((2, 5)), np.array([0.0, 1.0])

@@ -18,8 +18,8 @@ from massmap_xr.inference import (
     log_likelihood,
     to_arviz,
 )
-from massmap_xr.prior import TablePrior
-from massmap_xr.relation import HYPER_NAMES
+from massmap_xr.model.prior import TablePrior
+from massmap_xr.model.relation import HYPER_NAMES
 
 REDDICK = (10.709, 0.359, 2.35e14, 1.10, 0.155)
 FREE = ("alpha1", "alpha2", "alpha4", "S")
@@ -144,7 +144,7 @@ def test_window_and_gradient(small_catalog):
 
 def test_non_uniform_grid_matches_numpy_trapezoid(small_catalog):
     """Grids that are not log-uniform take the exp-per-cell path; check it against scipy's trapezoid."""
-    from massmap_xr.prior import TinkerPrior
+    from massmap_xr.model.prior import TinkerPrior
 
     rng = np.random.default_rng(3)
     x = np.sort(np.concatenate([[np.log(1e10), np.log(10**15.5)], rng.uniform(np.log(1e10), np.log(10**15.5), 500)]))
@@ -241,7 +241,7 @@ def test_round_trip_through_cube_and_store(inferred, tmp_path):
 
 
 def test_round_trip_through_files(inferred, tmp_path):
-    from massmap_xr.hyper import read_hyper
+    from massmap_xr.model.hyper import read_hyper
 
     cat, post = inferred
     for name in ("h.nc", "h.csv"):
@@ -258,7 +258,7 @@ def test_round_trip_through_files(inferred, tmp_path):
 
 def test_emcee_diagnostics_and_arviz(tmp_path):
     """An easy two-parameter problem: sane acceptance, ESS and R-hat; ArviZ layout round trips."""
-    from massmap_xr.hyper import as_hyper, from_arviz
+    from massmap_xr.model.hyper import as_hyper, from_arviz
 
     cat = mock_catalog(800, seed=5)
     post = infer_hyperparameters(cat, free=("alpha4", "S"), hyperprior=BROAD, n=16 * 60, method="emcee",
@@ -324,7 +324,7 @@ def test_bad_likelihood_points_raise(small_catalog):
 
 
 def test_hyperprior_forms_and_transforms():
-    from massmap_xr.hyper import REDDICK2013, reddick2013
+    from massmap_xr.model.hyper import REDDICK2013, reddick2013
 
     draws = reddick2013(4000, seed=1)
     hp = HyperPrior(draws, FREE)
@@ -357,8 +357,8 @@ def test_steep_narrow_relations_match_direct_quadrature(alpha2, S, lobs):
 
     from massmap_xr.catalog import make_catalog
     from massmap_xr.inference import CatalogLikelihood
-    from massmap_xr.kernel import trapezoid_weights
-    from massmap_xr.prior import TinkerPrior, default_mass_grid
+    from massmap_xr.kernels.posterior import trapezoid_weights
+    from massmap_xr.model.prior import TinkerPrior, default_mass_grid
 
     a1, a3, a4, sig, z = 10.709, 2.35e14, 1.10, 0.05, 0.3
     ll = float(CatalogLikelihood(make_catalog([z], [lobs], [150.0], [2.0]))(a1, alpha2, a3, a4, S))

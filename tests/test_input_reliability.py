@@ -20,8 +20,8 @@ import xarray as xr
 from massmap_xr.catalog import make_catalog, mock_catalog
 from massmap_xr.errors import CatalogError, PriorError
 from massmap_xr.inference import CatalogLikelihood
-from massmap_xr.kernel import posterior_block, prior_rows, trapezoid_weights
-from massmap_xr.prior import MassPrior, TablePrior
+from massmap_xr.kernels.posterior import posterior_block, prior_rows, trapezoid_weights
+from massmap_xr.model.prior import MassPrior, TablePrior
 
 REDDICK = {"alpha1": 10.709, "alpha2": 0.359, "alpha3": 2.35e14, "alpha4": 1.10, "S": 0.155}
 Z_NODES = np.array([0.0, 1.0, 2.0, 3.0])
@@ -341,7 +341,7 @@ def test_serial_and_parallel_likelihood_kernels_have_separate_cache_entries():
     """numba keys cache entries by function name and signature, not by ``parallel=``: the two
     dispatchers must wrap differently named functions, or whichever compiles first is loaded by
     the other (the "parallel" kernel then runs serial code: no faster on 2 threads than on 1)."""
-    from massmap_xr import inference
+    from massmap_xr.inference import core as inference
 
     par, ser = inference._loglike_parallel, inference._loglike_serial
     assert par.targetoptions.get("parallel") and not ser.targetoptions.get("parallel")

@@ -3,7 +3,7 @@
 The float32 kernel (recurrence across the log-uniform mass grid) is checked against the plain
 float64 evaluation, against numerical integration of P(L_obs | L) P(L | M) over ln L with
 scipy, and against the Monte Carlo estimator of the original study in the limit of many
-draws.  Tolerances are the ones documented in :mod:`massmap_xr.kernel`.
+draws.  Tolerances are the ones documented in :mod:`massmap_xr.kernels.posterior`.
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ from hypothesis import strategies as st
 from scipy import integrate
 from strategies import QUICK
 
-from massmap_xr import kernel
+from massmap_xr.kernels import posterior as kernel
 from massmap_xr.catalog import make_catalog, mock_catalog, seed_field
 from massmap_xr.cube import build_posterior
 from massmap_xr.errors import MassmapError
-from massmap_xr.hyper import reddick2013
-from massmap_xr.kernel import (
+from massmap_xr.model.hyper import reddick2013
+from massmap_xr.kernels.posterior import (
     posterior_block,
     posterior_reference,
     prior_rows,
     trapezoid_weights,
 )
-from massmap_xr.prior import TinkerPrior, default_mass_grid
+from massmap_xr.model.prior import TinkerPrior, default_mass_grid
 
 #: documented float32 tolerances (two float32 roundings: 2**-23 ≈ 1.2e-7)
 REL_TOL = 2.5e-7  # relative, where the density exceeds 1e-3 of its peak
@@ -58,7 +58,7 @@ def _hyper(n, seed=3, **fixed):
 
 
 def _ln_mu(mass, z, a1, a2, a3, a4):
-    """ln mean luminosity of the relation, written out independently of massmap_xr.relation."""
+    """ln mean luminosity of the relation, written out independently of massmap_xr.model.relation."""
     return a1 + a2 * np.log(mass / a3) + a4 * np.log(1.0 + z)
 
 

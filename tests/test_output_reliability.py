@@ -15,7 +15,7 @@ import xarray as xr
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from massmap_xr import analysis
+from massmap_xr.analysis import core as analysis
 from massmap_xr.errors import AnalysisError, MassmapError, ProjectionError
 from massmap_xr.sky import (
     WCS_KEYS,

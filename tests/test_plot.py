@@ -1,4 +1,4 @@
-"""Tests of massmap_xr.plot: what the figures show, not how they look."""
+"""Tests of massmap_xr.analysis.plots: what the figures show, not how they look."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from matplotlib.figure import Figure
 from test_analysis import chunked, make_cube
 
-from massmap_xr import analysis, plot
+from massmap_xr.analysis import core as analysis
+from massmap_xr.analysis import plots as plot
 from massmap_xr.errors import AnalysisError
 
 

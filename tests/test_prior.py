@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from massmap_xr.errors import PriorError
-from massmap_xr.prior import TablePrior, TinkerPrior, read_prior_table
+from massmap_xr.model.prior import TablePrior, TinkerPrior, read_prior_table
 
 
 def test_hmf_configuration_reproduces_original_table(shared_data):

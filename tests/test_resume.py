@@ -13,7 +13,7 @@ import xarray as xr
 import zarr
 from test_store import file_digests, make_cube, run_py, script
 
-from massmap_xr import store as st
+from massmap_xr.store import core as st
 from massmap_xr.errors import IncompleteStoreError, StoreError
 
 N_HALO, SLAB = 120, 4  # 30 slabs

@@ -11,7 +11,7 @@ from scipy import stats
 from massmap_xr.catalog import mock_catalog, read_catalog, seed_field
 from massmap_xr.cube import build_posterior
 from massmap_xr.errors import CatalogError, HyperparameterError
-from massmap_xr.hyper import REDDICK2013, as_hyper, from_arviz, read_hyper, reddick2013
+from massmap_xr.model.hyper import REDDICK2013, as_hyper, from_arviz, read_hyper, reddick2013
 
 
 def test_reddick2013_draws_follow_the_stated_distributions():
@@ -95,7 +95,7 @@ def test_read_catalog_text_csv_netcdf_zarr(tmp_path):
 
 def test_mock_masses_follow_the_prior():
     """Masses drawn at a fixed redshift follow the prior's CDF (computed independently by quadrature)."""
-    from massmap_xr.prior import TinkerPrior
+    from massmap_xr.model.prior import TinkerPrior
 
     mass = np.logspace(11, 14, 200)
     cat = mock_catalog(3000, seed=5, z=np.array([0.5]), mass=mass)

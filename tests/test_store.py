@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from massmap_xr import store as st
+from massmap_xr.store import core as st
 from massmap_xr.errors import IncompleteStoreError, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -395,7 +395,7 @@ def test_rechunked_or_reopened_cube_stores_every_variable(tmp_path):
     """Dask-backed catalogue/hyperparameter variables are written with their values, not left as fill."""
     from massmap_xr.catalog import mock_catalog
     from massmap_xr.cube import build_posterior
-    from massmap_xr.hyper import reddick2013
+    from massmap_xr.model.hyper import reddick2013
 
     cube = build_posterior(mock_catalog(30, seed=1), reddick2013(4, seed=2), mass=np.logspace(10, 15.5, 50), chunks=16)
     st.to_store(cube.chunk({"halo": 10}), tmp_path / "a.zarr", progress=False)

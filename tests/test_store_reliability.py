@@ -15,10 +15,10 @@ import xarray as xr
 import zarr
 from test_store import file_digests, make_cube
 
-from massmap_xr import store as st
+from massmap_xr.store import core as st
 from massmap_xr.cube import build_posterior
 from massmap_xr.errors import IncompleteStoreError, MassmapError, PriorError, StoreError
-from massmap_xr.prior import TablePrior, TinkerPrior
+from massmap_xr.model.prior import TablePrior, TinkerPrior
 
 #: a normalised non-uniform weight set whose renormalisation (w / max / sum) changes its last bits
 ODD_WEIGHTS = np.array([0.13658683849231343, 0.056445354695687004, 0.06329324825661109, 0.23604291507257738,
@@ -194,7 +194,7 @@ def test_empty_append_is_refused_and_leaves_the_store_complete(store, small, fun
 
 # --------------------------------------------------------------------------- 5: non-uniform weights
 def test_build_like_store_appends_to_a_store_with_non_uniform_weights(tmp_path):
-    from massmap_xr.hyper import as_hyper
+    from massmap_xr.model.hyper import as_hyper
 
     hyper = make_cube(4, 5)[2].assign(weight=("realization", ODD_WEIGHTS))
     stored_w = as_hyper(hyper)["weight"].values

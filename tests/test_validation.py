@@ -31,8 +31,8 @@ from massmap_xr.errors import (
     PriorError,
     describe_offenders,
 )
-from massmap_xr.hyper import as_hyper, read_hyper, reddick2013, validate_hyper
-from massmap_xr.prior import TablePrior, TinkerPrior, as_prior, default_mass_grid
+from massmap_xr.model.hyper import as_hyper, read_hyper, reddick2013, validate_hyper
+from massmap_xr.model.prior import TablePrior, TinkerPrior, as_prior, default_mass_grid
 
 IDS = np.arange(101, 109)
 MASS = np.logspace(10, 15.5, 60)

@@ -14,7 +14,7 @@ import zarr
 from test_store import file_digests, make_cube
 
 import massmap_xr
-from massmap_xr import store as st
+from massmap_xr.store import core as st
 from massmap_xr.errors import IncompleteStoreError, SchemaVersionError, StoreError
 
 SHARD_1 = "posterior/c/1/0/0"  # halo slab 1: halos [16, 32), every realization

@@ -52,6 +52,7 @@ import scipy.sparse as sp
 import xarray as xr
 
 from massmap_xr.errors import OutputExistsError, ProjectionError, format_offenders
+from massmap_xr.geometry import field_center, tan_forward, tan_inverse
 
 __all__ = [
     "WCS_KEYS",
@@ -89,37 +90,6 @@ _QUANT_DIM = "quantile"
 # --------------------------------------------------------------------------------------
 # gnomonic grid
 # --------------------------------------------------------------------------------------
-def _tan_forward(ra, dec, ra0, dec0):
-    """Gnomonic projection about (ra0, dec0); all in degrees.
-
-    Returns tangent-plane offsets ``xi`` (towards east) and ``eta`` (towards north) in
-    degrees (FITS intermediate world coordinates) and a mask of the points on the near
-    hemisphere (where the projection is defined).
-    """
-    a = np.radians(np.asarray(ra, dtype=np.float64))
-    d = np.radians(np.asarray(dec, dtype=np.float64))
-    a0, d0 = math.radians(ra0), math.radians(dec0)
-    da = a - a0
-    cos_d, sin_d, cos_da = np.cos(d), np.sin(d), np.cos(da)
-    cos_c = math.sin(d0) * sin_d + math.cos(d0) * cos_d * cos_da
-    front = cos_c > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xi = np.degrees(cos_d * np.sin(da) / cos_c)
-        eta = np.degrees((math.cos(d0) * sin_d - math.sin(d0) * cos_d * cos_da) / cos_c)
-    return xi, eta, front
-
-
-def _tan_inverse(xi, eta, ra0, dec0):
-    """Inverse gnomonic projection of offsets ``xi``, ``eta`` (degrees) about (ra0, dec0)."""
-    x = np.radians(np.asarray(xi, dtype=np.float64))
-    y = np.radians(np.asarray(eta, dtype=np.float64))
-    a0, d0 = math.radians(ra0), math.radians(dec0)
-    den = math.cos(d0) - y * math.sin(d0)
-    ra = np.degrees(a0 + np.arctan2(x, den)) % 360.0
-    dec = np.degrees(np.arctan2(math.sin(d0) + y * math.cos(d0), np.hypot(x, den)))
-    return ra, dec
-
-
 def _rect_solid_angle(x, y):
     """Solid angle (sr) of the tangent-plane rectangle [0, x] x [0, y] (x, y in radians of tan)."""
     return np.arctan(x * y / np.sqrt(1.0 + x * x + y * y))
@@ -221,7 +191,7 @@ class FlatGrid:
         """ra, dec (degrees) of the pixel centres, each of shape ``(ny, nx)``."""
         xi = np.broadcast_to(self.x[None, :] / 60.0, self.shape)
         eta = np.broadcast_to(self.y[:, None] / 60.0, self.shape)
-        return _tan_inverse(xi, eta, self.crval1, self.crval2)
+        return tan_inverse(xi, eta, self.crval1, self.crval2)
 
     def pixel_area(self, unit: str = "arcmin2") -> np.ndarray:
         """Exact solid angle of every pixel, shape ``(ny, nx)``, in ``unit`` ("arcmin2" or "sr")."""
@@ -238,7 +208,7 @@ class FlatGrid:
         Pixel ``(row, col)`` covers pixel coordinates ``[col - 0.5, col + 0.5)``; positions on
         the far hemisphere or beyond the grid are ``inside == False`` (their indices are -1).
         """
-        xi, eta, front = _tan_forward(ra, dec, self.crval1, self.crval2)
+        xi, eta, front = tan_forward(ra, dec, self.crval1, self.crval2)
         with np.errstate(invalid="ignore"):
             col = np.floor(self.crpix1 - 1.0 + xi / self.cdelt1 + 0.5)
             row = np.floor(self.crpix2 - 1.0 + eta / self.cdelt2 + 0.5)
@@ -616,50 +586,6 @@ def _attrs_scalar(v):
 # --------------------------------------------------------------------------------------
 # field geometry
 # --------------------------------------------------------------------------------------
-def field_center(ra, dec) -> tuple[float, float]:
-    """Centre of the ra/dec extent of a set of positions (degrees), wrap-aware in ra.
-
-    The ra extent is the shortest arc containing every position (the complement of the
-    largest gap between neighbouring ra values on the circle), so a field straddling
-    ra = 0/360 is centred near 0, not near 180.
-
-    Examples
-    --------
-    >>> field_center([359.5, 0.3, 0.1], [-1.0, 1.0, 0.0])
-    (359.9, 0.0)
-    """
-    arrays = {}
-    for name, value in (("ra", ra), ("dec", dec)):
-        try:
-            if isinstance(value, (str, bytes)):
-                raise TypeError
-            arrays[name] = np.asarray(value, dtype=np.float64).ravel()
-        except (TypeError, ValueError):
-            raise ProjectionError(f"field_center: {name} must be numbers (degrees), got {value!r}") from None
-    ra, dec = arrays["ra"], arrays["dec"]
-    if ra.size == 0 or dec.size == 0:
-        raise ProjectionError(
-            f"field_center: no positions (ra has {ra.size}, dec has {dec.size} values); give one ra and one dec per halo"
-        )
-    if ra.size != dec.size:
-        raise ProjectionError(f"field_center: ra has {ra.size} values but dec has {dec.size}; give one of each per halo")
-    bad = ~(np.isfinite(ra) & np.isfinite(dec))
-    if bad.any():
-        raise ProjectionError(
-            f"field_center: ra/dec must be finite; {int(bad.sum())} of {ra.size} positions are NaN or inf "
-            f"(first positions: {format_offenders(np.flatnonzero(bad))})"
-        )
-    if np.any(np.abs(dec) > 90.0):
-        raise ProjectionError(f"field_center: dec must be in [-90, 90] degrees, got values up to {np.abs(dec).max():g}")
-    ra = np.sort(ra % 360.0)
-    gaps = np.diff(np.concatenate([ra, [ra[0] + 360.0]]))
-    g = int(np.argmax(gaps))
-    start = ra[(g + 1) % ra.size]
-    span = 360.0 - float(gaps[g])
-    c_ra = round((start + span / 2.0) % 360.0, 12)
-    return float(c_ra), float(0.5 * (dec.min() + dec.max()))
-
-
 def _pixel_scale(pixel_scale) -> float:
     try:
         p = float(pixel_scale)
@@ -796,7 +722,7 @@ def project_flat(
             raise ProjectionError(f"center must be (ra, dec) in degrees, got {center!r}") from None
         if not (math.isfinite(center[0]) and math.isfinite(center[1])) or abs(center[1]) > 90:
             raise ProjectionError(f"center must be finite (ra, dec) degrees with |dec| <= 90, got {center!r}")
-    xi, eta, front = _tan_forward(ra_v, dec_v, center[0], center[1])
+    xi, eta, front = tan_forward(ra_v, dec_v, center[0], center[1])
     ny, nx = _grid_shape(size, shape, p, xi * 60.0, eta * 60.0, front)
     if nx * ny > _MAX_PIXELS:
         raise ProjectionError(
@@ -1527,7 +1453,7 @@ def write_map(maps: xr.DataArray | xr.Dataset, path, *, overwrite: bool = False,
     if suffix in (".fits", ".fit"):
         return to_fits(maps, path, overwrite=overwrite)
     if suffix in (".png", ".pdf", ".svg"):
-        from massmap_xr import mapplot
+        from massmap_xr.sky import plots as mapplot
 
         fig = mapplot.plot_maps(maps, **plot_kwargs)
         try:

@@ -50,7 +50,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-import massmap_xr
+from massmap_xr._version import SCHEMA_VERSION, __version__
 from massmap_xr.errors import (
     IncompleteStoreError,
     SchemaVersionError,
@@ -396,7 +396,7 @@ def _template_complete(group, attrs) -> bool:
 
 
 def _trapezoid(group) -> np.ndarray:
-    from massmap_xr.kernel import trapezoid_weights
+    from massmap_xr.kernels.posterior import trapezoid_weights
 
     return trapezoid_weights(np.asarray(group["log10_mass"][...], dtype=float))
 
@@ -621,7 +621,7 @@ _WEIGHT_RTOL = 1e-12
 def _same_hyper(ds: xr.Dataset, group) -> bool:
     """True when the cube's hyperparameter table is the store's: the same alpha1..alpha4 and S, and
     weights equal to round-off (renormalising weights that already sum to 1 can change their last bit)."""
-    from massmap_xr.relation import HYPER_NAMES
+    from massmap_xr.model.relation import HYPER_NAMES
 
     for k in HYPER_NAMES:
         a, b = np.asarray(group[k][...], dtype=float), np.asarray(ds[k].values, dtype=float)
@@ -707,7 +707,7 @@ def _stored_catalog(group, sl=slice(None)) -> dict:
 
 
 def _hyper_hash_of(values: dict) -> str:
-    from massmap_xr.hyper import hyper_hash
+    from massmap_xr.model.hyper import hyper_hash
 
     return hyper_hash(xr.Dataset({k: ("realization", np.asarray(v, dtype=float)) for k, v in values.items()}))
 
@@ -719,7 +719,7 @@ def _cube_hashes(ds: xr.Dataset) -> dict:
     hashes that match what it holds, keeping the cube's own convention for ``catalog_hash``
     (with or without ``sigma_obs``) when its attribute is current.
     """
-    from massmap_xr.relation import HYPER_NAMES
+    from massmap_xr.model.relation import HYPER_NAMES
 
     with_s, without_s = _catalog_hash_of({k: ds[k].values for k in ("halo", "z", "lum_obs", "sigma_obs")})
     ch = ds.attrs.get("catalog_hash")
@@ -1505,7 +1505,7 @@ def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | Non
         unreadable Tinker parameters).
     """
     from massmap_xr.cube import HYPER_NAMES, build_posterior
-    from massmap_xr.prior import TablePrior, TinkerPrior
+    from massmap_xr.model.prior import TablePrior, TinkerPrior
 
     # a store with an interrupted append is read too: rebuilding the appended cube is how that
     # append is finished when the cube first passed was refused
@@ -1621,7 +1621,7 @@ def append_realizations(path, ds: xr.Dataset, *, progress: bool = False, storage
     differ from those one build of the union would make, so values agree statistically, not
     bitwise; analytic cubes agree bitwise.
     """
-    from massmap_xr.relation import HYPER_NAMES
+    from massmap_xr.model.relation import HYPER_NAMES
 
     path, group, attrs, cube_hash, pend, ds = _begin_append(path, ds, "append_realizations", "hyper_hash",
                                                             storage_options)
@@ -1712,18 +1712,18 @@ def _check_schema(attrs: dict, path) -> None:
     except ValueError:
         raise SchemaVersionError(
             f"{str(path)!r}: unreadable massmap schema version {version!r} (this massmap_xr reads "
-            f"{massmap_xr.SCHEMA_VERSION.split('.')[0]}.x up to {massmap_xr.SCHEMA_VERSION})"
+            f"{SCHEMA_VERSION.split('.')[0]}.x up to {SCHEMA_VERSION})"
         ) from None
-    ours = tuple(int(v) for v in massmap_xr.SCHEMA_VERSION.split("."))
+    ours = tuple(int(v) for v in SCHEMA_VERSION.split("."))
     if (major, minor) > ours:
         raise SchemaVersionError(
-            f"{str(path)!r} was written with massmap schema version {version}, newer than the {massmap_xr.SCHEMA_VERSION} "
+            f"{str(path)!r} was written with massmap schema version {version}, newer than the {SCHEMA_VERSION} "
             "this massmap_xr reads; upgrade massmap_xr"
         )
     if major < ours[0]:
         raise SchemaVersionError(
             f"{str(path)!r}: schema version {version} is older than supported ({ours[0]}.x, this massmap_xr writes "
-            f"{massmap_xr.SCHEMA_VERSION}); rebuild the store with this version"
+            f"{SCHEMA_VERSION}); rebuild the store with this version"
         )
 
 
@@ -1898,7 +1898,7 @@ def _verify_metadata(group, attrs, layout: StoreLayout) -> list[str]:
                 continue
             if got != int(want):
                 problems.append(f"variable {name!r} changed since the build (checksum mismatch)")
-    from massmap_xr.relation import HYPER_NAMES
+    from massmap_xr.model.relation import HYPER_NAMES
 
     try:
         cat = _stored_catalog(group)

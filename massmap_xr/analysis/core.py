@@ -35,8 +35,8 @@ import xarray as xr
 from scipy import special, stats
 
 from massmap_xr.errors import AnalysisError, OutputExistsError, describe_offenders, format_offenders
-from massmap_xr.kernel import prior_rows, trapezoid_weights
-from massmap_xr.prior import LOG_ZERO
+from massmap_xr.kernels.posterior import prior_rows, trapezoid_weights
+from massmap_xr.model.prior import LOG_ZERO
 
 __all__ = [
     "LOG10_MASS_UNITS",

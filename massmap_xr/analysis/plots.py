@@ -19,7 +19,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from massmap_xr import analysis
+from massmap_xr.analysis import core as analysis
 from massmap_xr.errors import AnalysisError, format_offenders
 
 __all__ = ["plot_calibration", "plot_fit", "plot_posterior"]

@@ -3,7 +3,7 @@
 Likelihood
 ----------
 With the closed-form convolution over the unobserved true luminosity (see
-:mod:`massmap_xr.relation`), the likelihood of one halo is a one-dimensional integral over mass::
+:mod:`massmap_xr.model.relation`), the likelihood of one halo is a one-dimensional integral over mass::
 
     P(L_obs,k | z_k, α, S) = ∫ N(ln L_obs,k; ln μ_L(M, z_k), S² + σ_obs,k²) P(ln M | z_k) d ln M
 
@@ -78,7 +78,7 @@ P(catalogue | α, S) P(α, S) for the free hyperparameters (default α1, α2, α
 The result is a hyperparameter Dataset along ``realization`` (with ``chain`` and ``draw``
 coordinates) that :func:`massmap_xr.cube.build_posterior` takes directly;
 :func:`to_arviz` turns it into ArviZ's layout and :func:`infer_to_file` writes it to NetCDF
-for :func:`massmap_xr.hyper.read_hyper` (and the ``massmap infer`` command).
+for :func:`massmap_xr.model.hyper.read_hyper` (and the ``massmap infer`` command).
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ import numpy as np
 import xarray as xr
 
 from massmap_xr.errors import InferenceError, MassmapWarning, OutputExistsError, PriorError, format_offenders
-from massmap_xr.hyper import REDDICK2013
-from massmap_xr.kernel import (
+from massmap_xr.model.hyper import REDDICK2013
+from massmap_xr.kernels.posterior import (
     ZERO_PRIOR_LOG,
     _half_u2_excess,
     _inverse_width,
@@ -106,8 +106,8 @@ from massmap_xr.kernel import (
     check_prior_redshifts,
     hyper_scale,
 )
-from massmap_xr.prior import LOG_ZERO, check_mass_grid, default_mass_grid
-from massmap_xr.relation import HYPER_NAMES
+from massmap_xr.model.prior import LOG_ZERO, check_mass_grid, default_mass_grid
+from massmap_xr.model.relation import HYPER_NAMES
 
 __all__ = [
     "DEFAULT_FREE",
@@ -152,10 +152,10 @@ def _halo_logspace(k, l_k, zf_k, sig_k, x, lnw, lt, zi, zw, lognorm, a1, a2, lna
 
     The width √(S² + σ_obs²) is formed with ``hypot`` (no overflow for huge S, no underflow for
     tiny ones); ln L_obs - ln μ_L is formed from the hyperparameters times the power of two
-    ``c`` (:func:`massmap_xr.kernel.hyper_scale`, 1 for any realistic relation), so no partial
+    ``c`` (:func:`massmap_xr.kernels.posterior.hyper_scale`, 1 for any realistic relation), so no partial
     sum overflows; and the smallest ½u² on the grid — at the grid point b nearest the relation's
     inverse — is taken out before the prior is added, as ½(u_m² - u_b²) computed from the
-    difference of ln μ_L between the cells (see :mod:`massmap_xr.kernel`), so neither a huge
+    difference of ln μ_L between the cells (see :mod:`massmap_xr.kernels.posterior`), so neither a huge
     common ½u² nor a huge α1 swallows the prior or the mass dependence.  The result is -inf
     (gradient pieces 0) only where ½u_b² itself overflows, i.e. where the log-likelihood is below
     the float64 range; it is never NaN.
@@ -487,7 +487,7 @@ class CatalogLikelihood:
         Halo catalogue with ``z`` and ``lum_obs`` along ``halo`` (optional per-halo
         ``sigma_obs``); positions are not needed.
     prior : MassPrior or xarray.DataArray, optional
-        Mass prior P(M | z) (default :class:`~massmap_xr.prior.TinkerPrior`).  It is
+        Mass prior P(M | z) (default :class:`~massmap_xr.model.prior.TinkerPrior`).  It is
         normalised over the mass grid at every halo's redshift.
     mass : array_like, optional
         Mass grid in M_sun (default 400 log-spaced points from 1e10 to 10^15.5).  The integral
@@ -539,8 +539,8 @@ class CatalogLikelihood:
 
     def __init__(self, catalog: xr.Dataset, prior=None, mass=None, *, sigma_obs: float = 0.05, group_tol=None,
                  window: float = 8.0, rel_tol: float = 1e-12):
-        from massmap_xr.kernel import trapezoid_weights
-        from massmap_xr.prior import as_prior
+        from massmap_xr.kernels.posterior import trapezoid_weights
+        from massmap_xr.model.prior import as_prior
 
         if not (np.isfinite(window) and window >= 3.0):
             raise InferenceError(f"window must be >= 3 Gaussian widths, got {window!r}")
@@ -594,7 +594,7 @@ class CatalogLikelihood:
 
     def _check_prior_nonzero(self, z, ids) -> None:
         """PriorError naming the halos at whose redshift the prior is zero at every grid mass."""
-        from massmap_xr.prior import z_weights
+        from massmap_xr.model.prior import z_weights
 
         i, wz = z_weights(self._z_nodes, z)
         row_max = np.empty(z.size)
@@ -607,7 +607,7 @@ class CatalogLikelihood:
 
     def _setup_terms(self, z, log_lobs, sig, coef, ids=None):
         """Precompute the terms' prior rows; ``ids`` name halos in errors (None: grouped terms)."""
-        from massmap_xr.prior import z_weights
+        from massmap_xr.model.prior import z_weights
 
         i, wz = z_weights(self._z_nodes, z)
         self._zi = np.ascontiguousarray(i, dtype=np.int64)
@@ -711,7 +711,7 @@ class CatalogLikelihood:
         -------
         (numpy.ndarray, numpy.ndarray)
             The log-likelihood (broadcast shape) and the gradient, with a trailing axis of
-            length 5 in the order of :data:`massmap_xr.relation.HYPER_NAMES` (∂/∂α3 per M_sun).
+            length 5 in the order of :data:`massmap_xr.model.relation.HYPER_NAMES` (∂/∂α3 per M_sun).
         """
         return self._evaluate((alpha1, alpha2, alpha3, alpha4, S), want_grad=True)
 
@@ -792,7 +792,7 @@ def _group(z, log_lobs, sig, z_nodes, tol):
     halos is replaced by six stencil points whose coefficients integrate the interpolating
     quadratic over the cell's halos; other halos stay as they are.
     """
-    from massmap_xr.prior import z_weights
+    from massmap_xr.model.prior import z_weights
 
     dz, dl = tol
     i, w = z_weights(z_nodes, z)
@@ -867,7 +867,7 @@ def log_likelihood(catalog: xr.Dataset, alpha1, alpha2, alpha3, alpha4, S, *, pr
     alpha1, alpha2, alpha3, alpha4, S : array_like
         Hyperparameters; arrays broadcast together (α3 in M_sun, S > 0 natural-log scatter).
     prior : MassPrior or xarray.DataArray, optional
-        Mass prior (default :class:`~massmap_xr.prior.TinkerPrior`).
+        Mass prior (default :class:`~massmap_xr.model.prior.TinkerPrior`).
     mass : array_like, optional
         Mass grid in M_sun (default 400 log-spaced points from 1e10 to 10^15.5).
     sigma_obs : float, default 0.05
@@ -915,10 +915,10 @@ class HyperPrior:
     Parameters
     ----------
     spec : str, mapping or xarray.Dataset
-        ``"reddick2013"`` (normals from :data:`massmap_xr.hyper.REDDICK2013`), ``"flat"``
+        ``"reddick2013"`` (normals from :data:`massmap_xr.model.hyper.REDDICK2013`), ``"flat"``
         (uniform within :data:`FLAT_BOUNDS`), a mapping name -> ``(mean, sd)`` (normal),
         ``("normal", mean, sd)`` or ``("flat", low, high)``, or a Dataset of hyperparameter
-        draws along ``realization`` (e.g. :func:`~massmap_xr.hyper.reddick2013` output or an
+        draws along ``realization`` (e.g. :func:`~massmap_xr.model.hyper.reddick2013` output or an
         earlier inference), summarised by independent normals with the draws' weighted mean
         and standard deviation.
     free : sequence of str
@@ -1299,7 +1299,7 @@ def infer_hyperparameters(
     catalog : xarray.Dataset
         Halo catalogue (``z``, ``lum_obs`` along ``halo``; optional ``sigma_obs``).
     prior : MassPrior or xarray.DataArray, optional
-        Mass prior P(M | z) (default :class:`~massmap_xr.prior.TinkerPrior`).  It must be the
+        Mass prior P(M | z) (default :class:`~massmap_xr.model.prior.TinkerPrior`).  It must be the
         distribution the catalogue's masses follow; see the notes.
     hyperprior : {"reddick2013", "flat"}, mapping or xarray.Dataset, default "reddick2013"
         Prior on the free hyperparameters, see :class:`HyperPrior`.
@@ -1355,7 +1355,7 @@ def infer_hyperparameters(
     The prior must describe how the catalogue's masses are distributed.  The seed field's
     masses were drawn with an effective prior dn/dM / M on the original table's grid (see
     ``benchmarks/bench_inference.py``), not with the Tinker density itself; fitting it with
-    :class:`~massmap_xr.prior.TinkerPrior` biases α.
+    :class:`~massmap_xr.model.prior.TinkerPrior` biases α.
 
     Examples
     --------
@@ -1482,7 +1482,7 @@ def infer_hyperparameters(
                 "draw": ("realization", draw)},
     )
     from massmap_xr.cube import catalog_hash
-    from massmap_xr.hyper import _ATTRS
+    from massmap_xr.model.hyper import _ATTRS
 
     for k in HYPER_NAMES:
         out[k].attrs = dict(_ATTRS[k])
@@ -1537,7 +1537,7 @@ def to_arviz(result: xr.Dataset, *, seed: int | None = 0):
     arviz.InferenceData or xarray.Dataset
         An ``InferenceData`` with a ``posterior`` group when :mod:`arviz` is importable,
         otherwise a Dataset with dims ``(chain, draw)``.  Either is accepted by
-        :func:`massmap_xr.hyper.from_arviz` / :func:`~massmap_xr.hyper.as_hyper`.
+        :func:`massmap_xr.model.hyper.from_arviz` / :func:`~massmap_xr.model.hyper.as_hyper`.
     """
     if not isinstance(result, xr.Dataset) or "realization" not in result.dims:
         raise InferenceError("to_arviz expects the Dataset returned by infer_hyperparameters (dim 'realization')")
@@ -1579,7 +1579,7 @@ def to_arviz(result: xr.Dataset, *, seed: int | None = 0):
 
 
 def infer_to_file(catalog: xr.Dataset, path, *, overwrite: bool = False, **kwargs) -> Path:
-    """Infer the hyper-posterior and write it to NetCDF (or CSV) for :func:`~massmap_xr.hyper.read_hyper`.
+    """Infer the hyper-posterior and write it to NetCDF (or CSV) for :func:`~massmap_xr.model.hyper.read_hyper`.
 
     Parameters
     ----------

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from massmap_xr.errors import ProjectionError
-from massmap_xr.sky import (
+from massmap_xr.sky.core import (
     FlatGrid,
     _map_kind,
     _spatial_dims,

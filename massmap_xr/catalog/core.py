@@ -17,7 +17,8 @@ import numpy as np
 import xarray as xr
 
 from massmap_xr.errors import CatalogError, CatalogWarning, PriorError, describe_offenders, format_offenders
-from massmap_xr.relation import HYPER_NAMES, mean_log_luminosity
+from massmap_xr.geometry import tan_inverse, wrap_ra_degrees
+from massmap_xr.model.relation import HYPER_NAMES, mean_log_luminosity
 
 __all__ = [
     "REQUIRED",
@@ -121,23 +122,6 @@ def make_catalog(
     )
     validate_catalog(ds)
     return ds
-
-
-def wrap_ra_degrees(ra) -> np.ndarray:
-    """Right ascension wrapped into [0, 360) degrees (non-numeric input is returned unchanged).
-
-    Examples
-    --------
-    >>> wrap_ra_degrees([-30.0, 360.0, 725.0, -1e-20]).tolist()
-    [330.0, 0.0, 5.0, 0.0]
-    """
-    a = np.asarray(ra)
-    if a.dtype.kind not in "iuf":
-        return a  # left for validate_catalog to report
-    with np.errstate(invalid="ignore"):
-        w = np.mod(a.astype(float), 360.0)
-    # -1e-20 % 360 rounds to 360.0 in floating point
-    return np.where(w >= 360.0, 0.0, w)
 
 
 def _numeric(ds, name):
@@ -660,21 +644,9 @@ def _assemble(cols, halo, *, center, sigma_obs, attrs, validate, wrap_ra=False):
 
 
 def offsets_to_radec(x_arcmin, y_arcmin, center):
-    """Inverse gnomonic projection of tangent-plane offsets (arcmin) about ``center`` (deg).
-
-    ``x`` increases towards east (increasing ra), ``y`` towards north.  Returns ra in [0, 360)
-    and dec, in degrees.
-    """
-    ra0, dec0 = np.radians(center[0]), np.radians(center[1])
-    x = np.radians(np.asarray(x_arcmin, dtype=float) / 60.0)
-    y = np.radians(np.asarray(y_arcmin, dtype=float) / 60.0)
-    rho = np.hypot(x, y)
-    c = np.arctan(rho)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sin_dec = np.cos(c) * np.sin(dec0) + np.where(rho > 0, y * np.sin(c) * np.cos(dec0) / rho, 0.0)
-        dec = np.arcsin(np.clip(sin_dec, -1, 1))
-        ra = ra0 + np.arctan2(x * np.sin(c), rho * np.cos(dec0) * np.cos(c) - y * np.sin(dec0) * np.sin(c))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
+    """Sky positions (deg) of tangent-plane offsets in arcmin (x east, y north) about ``center`` (deg)."""
+    return tan_inverse(np.asarray(x_arcmin, dtype=float) / 60.0, np.asarray(y_arcmin, dtype=float) / 60.0,
+                       center[0], center[1])
 
 
 def uniform_field_positions(n, rng, *, center=None, size_arcmin=None):
@@ -749,7 +721,7 @@ def mock_catalog(
         Hyperparameters (alpha1..alpha4, S), finite numbers with alpha3 > 0 and S > 0; names not
         given take the Reddick (2013) central values.
     prior : MassPrior or DataArray, optional
-        Mass prior (default :class:`~massmap_xr.prior.TinkerPrior`).
+        Mass prior (default :class:`~massmap_xr.model.prior.TinkerPrior`).
     mass : array_like, optional
         Mass grid (M_sun) the prior is drawn on (default 400 points, 1e10 to 10^15.5).
     sigma_obs : float, default 0.05
@@ -773,9 +745,9 @@ def mock_catalog(
     >>> sorted(cat.data_vars)
     ['lum_obs', 'mass_true', 'sigma_obs', 'z']
     """
-    from massmap_xr.hyper import REDDICK2013
-    from massmap_xr.kernel import ZERO_PRIOR_LOG
-    from massmap_xr.prior import as_prior, default_mass_grid
+    from massmap_xr.model.hyper import REDDICK2013
+    from massmap_xr.kernels.posterior import ZERO_PRIOR_LOG
+    from massmap_xr.model.prior import as_prior, default_mass_grid
 
     if isinstance(n_halos, (bool, np.bool_)) or not isinstance(n_halos, (int, np.integer)) or n_halos < 1:
         raise CatalogError(f"mock_catalog: n_halos must be a positive integer, got {n_halos!r:.80}")

@@ -77,7 +77,7 @@ import numba
 import numpy as np
 
 from massmap_xr.errors import MassmapError, PriorError, describe_offenders, format_offenders
-from massmap_xr.prior import LOG_ZERO, z_weights
+from massmap_xr.model.prior import LOG_ZERO, z_weights
 
 __all__ = [
     "ZERO_PRIOR_LOG",
@@ -202,7 +202,7 @@ def prior_rows(z: np.ndarray, z_nodes: np.ndarray, log_table: np.ndarray, log_ma
     z_nodes : numpy.ndarray (n_z,)
         Redshift nodes of the table.
     log_table : numpy.ndarray (n_z, n_mass)
-        ln(dn/dM) at the nodes on the mass grid (-inf or :data:`~massmap_xr.prior.LOG_ZERO`
+        ln(dn/dM) at the nodes on the mass grid (-inf or :data:`~massmap_xr.model.prior.LOG_ZERO`
         where the prior is zero).
     log_mass : numpy.ndarray (n_mass,)
         ln M of the grid (M in M_sun).
@@ -508,7 +508,7 @@ def posterior_block(
 
     Examples
     --------
-    >>> from massmap_xr.prior import TinkerPrior, default_mass_grid
+    >>> from massmap_xr.model.prior import TinkerPrior, default_mass_grid
     >>> mass = default_mass_grid(100)
     >>> zn, lt = TinkerPrior().log_table(mass)
     >>> p = posterior_block(np.array([11.0]), np.array([0.3]), 0.05, z_nodes=zn, log_table=lt, mass=mass,
@@ -555,10 +555,10 @@ def posterior_reference(log_lobs, z, sigma_obs, *, z_nodes, log_table, mass, alp
     """Plain float64 numpy evaluation of the same posterior (for tests and documentation).
 
     Same arguments as :func:`posterior_block` (without ``out``); evaluates
-    :func:`massmap_xr.relation.lobs_log_likelihood` on the full (halo, mass, realization) grid
+    :func:`massmap_xr.model.relation.lobs_log_likelihood` on the full (halo, mass, realization) grid
     in log space.  Returns float64 of shape (n_halo, n_mass, n_realization).
     """
-    from massmap_xr.relation import lobs_log_likelihood
+    from massmap_xr.model.relation import lobs_log_likelihood
 
     x = np.log(np.asarray(mass, dtype=float))
     lnp = prior_rows(np.asarray(z, float), np.asarray(z_nodes, float), np.asarray(log_table, float), x)  # (h, m)

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from massmap_xr.errors import HyperparameterError, describe_offenders, format_offenders
-from massmap_xr.relation import HYPER_NAMES
+from massmap_xr.model.relation import HYPER_NAMES
 
 __all__ = ["REDDICK2013", "reddick2013", "read_hyper", "from_arviz", "as_hyper", "validate_hyper", "hyper_hash"]
 
