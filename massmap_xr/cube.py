@@ -19,13 +19,20 @@ import xarray as xr
 
 from massmap_xr._version import SCHEMA_VERSION, __version__
 from massmap_xr.catalog import validate_catalog
-from massmap_xr.errors import CatalogError, CatalogWarning, MassmapError, format_offenders
+from massmap_xr.errors import AnalysisError, CatalogError, CatalogWarning, MassmapError, StoreError, format_offenders
+from massmap_xr.kernels.posterior import (
+    ZERO_PRIOR_LOG,
+    check_prior_redshifts,
+    posterior_block,
+    prior_rows,
+    trapezoid_weights,
+)
 from massmap_xr.model.hyper import as_hyper, hyper_hash
-from massmap_xr.kernels.posterior import ZERO_PRIOR_LOG, check_prior_redshifts, posterior_block, prior_rows, trapezoid_weights
 from massmap_xr.model.prior import as_prior, check_mass_grid, default_mass_grid
 from massmap_xr.model.relation import HYPER_NAMES, lobs_likelihood_montecarlo
 
-__all__ = ["build_posterior", "default_halo_chunk", "catalog_hash", "CUBE_ATTRS"]
+__all__ = ["build_posterior", "validate_cube", "default_halo_chunk", "catalog_hash", "CUBE_ATTRS", "CUBE_DIMS",
+           "STORE_VARIABLES", "STORE_COORDS"]
 
 METHODS = ("analytic", "montecarlo")
 #: target size of one computed block (halo slab × all masses × all realizations), bytes
@@ -43,6 +50,98 @@ def default_halo_chunk(n_mass: int, n_realization: int, n_halo: int) -> int:
     h = int(_BLOCK_BYTES // (4 * n_mass * n_realization))
     h = max(1, h - h % 8) if h >= 8 else max(1, h)
     return int(min(max(h, 1), max(n_halo, 1)))
+
+
+#: variables and coordinates every stored cube has
+STORE_VARIABLES = ("posterior", "z", "lum_obs", "alpha1", "alpha2", "alpha3", "alpha4", "S", "weight")
+STORE_COORDS = ("halo", "mass", "log10_mass", "realization")
+CUBE_DIMS = ("halo", "mass", "realization")
+
+
+def validate_cube(ds, *, what: str | None = None, for_store: bool = False, error: type[MassmapError] | None = None):
+    """Check that ``ds`` is a posterior cube; return it with ``posterior`` in (halo, mass, realization) order.
+
+    The one cube validator, used by the analysis (cheap, metadata-only rules) and by the store
+    writers (``for_store=True``: the stricter rules a cube must meet to be written).
+
+    Rules, always: ``ds`` is a Dataset with a ``posterior`` of dims halo, mass, realization (any
+    order); a ``mass`` coordinate of at least 2 finite, positive, increasing masses (M_sun); a
+    ``weight``, if present, along ``realization``.  For a store, also: the variables
+    :data:`STORE_VARIABLES`, coordinates :data:`STORE_COORDS` and the ``massmap_schema_version``
+    attribute are present, ``sigma_obs`` lies along ``halo``, halo ids are integers, and halo ids
+    and realization labels are unique.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The cube.
+    what : str, optional
+        The caller's name, which starts every message (e.g. ``"to_store"``).
+    for_store : bool, default False
+        Apply the store rules too.
+    error : type, optional
+        The exception class; :class:`~massmap_xr.errors.StoreError` for stores,
+        :class:`~massmap_xr.errors.AnalysisError` otherwise.
+    """
+    error = error or (StoreError if for_store else AnalysisError)
+    pre = f"{what}: " if what else ""
+    if not isinstance(ds, xr.Dataset):
+        raise error(f"{pre}expected a posterior cube (xarray.Dataset with a 'posterior' variable), got {type(ds).__name__}")
+    if for_store:
+        missing = [k for k in (*STORE_VARIABLES, *STORE_COORDS) if k not in ds.variables]
+        if missing or "massmap_schema_version" not in ds.attrs:
+            raise error(
+                f"{pre}not a massmap cube (missing {missing or ['attribute massmap_schema_version']}); "
+                "build one with build_posterior()"
+            )
+    if "posterior" not in ds.data_vars:
+        raise error(
+            f"{pre}the dataset has no 'posterior' variable; build a cube with massmap_xr.build_posterior "
+            "or open one with massmap_xr.store.open_store"
+        )
+    dims = ds["posterior"].dims
+    if sorted(dims) != sorted(CUBE_DIMS):
+        raise error(f"{pre}'posterior' must have dims ('halo', 'mass', 'realization'), got {dims}")
+    if "mass" not in ds.coords:
+        raise error(f"{pre}the cube has no 'mass' coordinate (M_sun); it is needed to integrate over mass")
+    mass = np.asarray(ds["mass"].values, dtype=float)
+    if mass.size < 2 or not np.all(np.isfinite(mass)) or np.any(mass <= 0) or np.any(np.diff(mass) <= 0):
+        raise error(
+            f"{pre}the cube's 'mass' coordinate must hold at least 2 finite, positive, strictly increasing masses (M_sun)"
+        )
+    if "weight" in ds and ds["weight"].dims != ("realization",):
+        raise error(f"{pre}'weight' must have dims ('realization',), got {ds['weight'].dims}")
+    if for_store:
+        _store_rules(ds, pre, error)
+    if dims != CUBE_DIMS:
+        ds = ds.assign(posterior=ds["posterior"].transpose(*CUBE_DIMS))
+    return ds
+
+
+def _store_rules(ds: xr.Dataset, pre: str, error) -> None:
+    if "sigma_obs" not in ds.variables or ds["sigma_obs"].dims != ("halo",):
+        raise error(
+            f"{pre}the cube has no 'sigma_obs' variable along 'halo' (the per-halo scatter of ln L_obs the "
+            "posterior was built with, part of the catalogue hash); build the cube with build_posterior(), "
+            "or add it, e.g. cube.assign(sigma_obs=('halo', numpy.full(cube.sizes['halo'], "
+            "cube.attrs['sigma_obs_default'])))"
+        )
+    ids = np.asarray(ds["halo"].values)
+    if ids.dtype.kind not in "iu":
+        raise error(
+            f"{pre}halo ids must be integers, got dtype {ids.dtype} (first ids: {format_offenders(ids)}); "
+            "renumber the catalogue, e.g. cube.assign_coords(halo=numpy.arange(cube.sizes['halo']))"
+        )
+    for dim, noun in (("halo", "halo id"), ("realization", "realization label")):
+        labels = np.asarray(ds[dim].values)
+        uniq, counts = np.unique(labels, return_counts=True)
+        if uniq.size != labels.size:
+            dup = uniq[counts > 1]
+            raise error(
+                f"{pre}{dim} labels must be unique; {dup.size} {noun}(s) occur more than once "
+                f"({format_offenders(dup)}); drop the duplicates or relabel, e.g. "
+                f"cube.assign_coords({dim}=numpy.arange(cube.sizes['{dim}']))"
+            )
 
 
 def catalog_hash(cat: xr.Dataset) -> str:

@@ -27,10 +27,10 @@ def run_demo(out_dir="stores", *, n_halos: int = 300, n_realizations: int = 20, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from massmap_xr.analysis.plots import plot_posterior
     from massmap_xr.catalog import mock_catalog
     from massmap_xr.cube import build_posterior
     from massmap_xr.model.hyper import reddick2013
-    from massmap_xr.analysis.plots import plot_posterior
     from massmap_xr.store import open_store, to_store
 
     out = Path(out_dir)
@@ -52,8 +52,8 @@ def run_demo(out_dir="stores", *, n_halos: int = 300, n_realizations: int = 20, 
     written = [store, fig_path]
 
     from massmap_xr.analysis import sample
-    from massmap_xr.sky.plots import plot_statistics
     from massmap_xr.sky import map_statistics, project_flat
+    from massmap_xr.sky.plots import plot_statistics
 
     samples = sample(ds, map_samples, seed=seed)
     grid = {"center": (ds.attrs["field_center_ra"], ds.attrs["field_center_dec"]),

@@ -15,17 +15,17 @@ from hypothesis import strategies as st
 from scipy import integrate
 from strategies import QUICK
 
-from massmap_xr.kernels import posterior as kernel
 from massmap_xr.catalog import make_catalog, mock_catalog, seed_field
 from massmap_xr.cube import build_posterior
 from massmap_xr.errors import MassmapError
-from massmap_xr.model.hyper import reddick2013
+from massmap_xr.kernels import posterior as kernel
 from massmap_xr.kernels.posterior import (
     posterior_block,
     posterior_reference,
     prior_rows,
     trapezoid_weights,
 )
+from massmap_xr.model.hyper import reddick2013
 from massmap_xr.model.prior import TinkerPrior, default_mass_grid
 
 #: documented float32 tolerances (two float32 roundings: 2**-23 ≈ 1.2e-7)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from massmap_xr.sky import plots as mapplot
 from massmap_xr.errors import ProjectionError
 from massmap_xr.sky import map_statistics, project_flat, project_healpix
+from massmap_xr.sky import plots as mapplot
 
 CENTER = (150.0, 2.0)
 

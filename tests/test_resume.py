@@ -13,8 +13,8 @@ import xarray as xr
 import zarr
 from test_store import file_digests, make_cube, run_py, script
 
-from massmap_xr.store import core as st
 from massmap_xr.errors import IncompleteStoreError, StoreError
+from massmap_xr.store import core as st
 
 N_HALO, SLAB = 120, 4  # 30 slabs
 

@@ -17,8 +17,8 @@ import pytest
 import xarray as xr
 import zarr
 
-from massmap_xr.store import core as st
 from massmap_xr.errors import IncompleteStoreError, StoreError
+from massmap_xr.store import core as st
 
 REPO = Path(__file__).resolve().parents[1]
 

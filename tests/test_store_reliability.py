@@ -15,10 +15,10 @@ import xarray as xr
 import zarr
 from test_store import file_digests, make_cube
 
-from massmap_xr.store import core as st
 from massmap_xr.cube import build_posterior
 from massmap_xr.errors import IncompleteStoreError, MassmapError, PriorError, StoreError
 from massmap_xr.model.prior import TablePrior, TinkerPrior
+from massmap_xr.store import core as st
 
 #: a normalised non-uniform weight set whose renormalisation (w / max / sum) changes its last bits
 ODD_WEIGHTS = np.array([0.13658683849231343, 0.056445354695687004, 0.06329324825661109, 0.23604291507257738,

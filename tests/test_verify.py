@@ -14,8 +14,8 @@ import zarr
 from test_store import file_digests, make_cube
 
 import massmap_xr
-from massmap_xr.store import core as st
 from massmap_xr.errors import IncompleteStoreError, SchemaVersionError, StoreError
+from massmap_xr.store import core as st
 
 SHARD_1 = "posterior/c/1/0/0"  # halo slab 1: halos [16, 32), every realization
 CELLS_1 = [f"chunk (1, {j}): halos [16, 32), realizations [{2 * j}, {2 * j + 2})" for j in range(3)]

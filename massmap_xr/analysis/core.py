@@ -34,6 +34,7 @@ import numpy as np
 import xarray as xr
 from scipy import special, stats
 
+from massmap_xr.cube import CUBE_DIMS, validate_cube
 from massmap_xr.errors import AnalysisError, OutputExistsError, describe_offenders, format_offenders
 from massmap_xr.kernels.posterior import prior_rows, trapezoid_weights
 from massmap_xr.model.prior import LOG_ZERO
@@ -56,7 +57,7 @@ __all__ = [
 LOG10_MASS_UNITS = "dex(solMass)"
 _WIDTH_UNITS = "dex"
 _DENSITY_UNITS = "dex(solMass)-1"
-_CUBE_DIMS = ("halo", "mass", "realization")
+
 _SUMMARY_STATS = ("mean", "std", "median", "mode")
 _FIT_STATS = ("mu", "sigma", "ks", "kl")
 _CALIBRATION_LEVELS = (0.5, 0.68, 0.9, 0.95)
@@ -70,31 +71,6 @@ _BATCH_ELEMENTS = 4_000_000
 # --------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------
-def _validate_cube(ds) -> None:
-    """Check that ``ds`` looks like a posterior cube (cheap, metadata only)."""
-    if not isinstance(ds, xr.Dataset):
-        raise AnalysisError(
-            f"expected a posterior cube (xarray.Dataset with a 'posterior' variable), got {type(ds).__name__}"
-        )
-    if "posterior" not in ds.data_vars:
-        raise AnalysisError(
-            "the dataset has no 'posterior' variable; build a cube with massmap_xr.build_posterior "
-            "or open one with massmap_xr.store.open_store"
-        )
-    dims = ds["posterior"].dims
-    if sorted(dims) != sorted(_CUBE_DIMS):
-        raise AnalysisError(f"'posterior' must have dims ('halo', 'mass', 'realization'), got {dims}")
-    if "mass" not in ds.coords:
-        raise AnalysisError("the cube has no 'mass' coordinate (M_sun); it is needed to integrate over mass")
-    mass = np.asarray(ds["mass"].values, dtype=float)
-    if mass.size < 2 or not np.all(np.isfinite(mass)) or np.any(mass <= 0) or np.any(np.diff(mass) <= 0):
-        raise AnalysisError(
-            "the cube's 'mass' coordinate must hold at least 2 finite, positive, strictly increasing masses (M_sun)"
-        )
-    if "weight" in ds and ds["weight"].dims != ("realization",):
-        raise AnalysisError(f"'weight' must have dims ('realization',), got {ds['weight'].dims}")
-
-
 def _as_float_array(value, name: str, what: str, example: str) -> np.ndarray:
     """``value`` as a float64 array, or an :class:`AnalysisError` naming ``name`` if it is not numeric."""
     if isinstance(value, (str, bytes)):
@@ -407,7 +383,7 @@ def _single_mass_chunk(arr: xr.DataArray) -> xr.DataArray:
 def _density(ds: xr.Dataset, per_realization: bool) -> xr.DataArray:
     """Per-realization posteriors (halo, realization, mass) or the marginal (halo, mass)."""
     if per_realization:
-        _validate_cube(ds)
+        validate_cube(ds)
         arr = ds["posterior"].transpose("halo", "realization", "mass")
     else:
         arr = marginalize(ds)
@@ -445,7 +421,7 @@ def marginalize(ds: xr.Dataset) -> xr.DataArray:
     >>> marginalize(cube).dims
     ('halo', 'mass')
     """
-    _validate_cube(ds)
+    validate_cube(ds)
     post = ds["posterior"]
     coords = {k: v.variable for k, v in post.coords.items() if "realization" not in v.dims}
     marg = xr.DataArray(_weighted_realization_sum(post, _weights(ds)), dims=("halo", "mass"), coords=coords)
@@ -481,7 +457,7 @@ def cdf(ds: xr.Dataset, *, per_realization: bool = False) -> xr.DataArray:
         input_core_dims=[["mass"]], output_core_dims=[["mass"]],
         dask="parallelized", output_dtypes=[np.float64],
     )
-    out = out.transpose(*(d for d in _CUBE_DIMS if d in out.dims))
+    out = out.transpose(*(d for d in CUBE_DIMS if d in out.dims))
     out.attrs = {"long_name": "cumulative distribution of log10 halo mass", "units": "1"}
     if not per_realization:
         out.attrs["cell_methods"] = "realization: mean"
@@ -663,7 +639,7 @@ def halo_prior(ds: xr.Dataset) -> xr.DataArray:
     xarray.DataArray
         ``prior(halo, mass)``, float64, units ``dex(solMass)-1``; dask-backed if ``z`` is.
     """
-    _validate_cube(ds)
+    validate_cube(ds)
     if "prior_dndm" not in ds or "z" not in ds:
         raise AnalysisError(
             "the cube has no prior table: halo_prior needs 'prior_dndm(prior_z, mass)' and 'z(halo)', "
@@ -826,7 +802,7 @@ def sample(
     >>> s.dims, s.attrs["units"], s["realization"].dims
     (('halo', 'sample'), 'solMass', ('sample',))
     """
-    _validate_cube(ds)
+    validate_cube(ds)
     n = _validate_n(n)
     if method not in ("grid", "normal"):
         raise AnalysisError(f"method must be 'grid' (inverse-CDF on the mass grid) or 'normal' (normal fit), got {method!r}")
@@ -921,7 +897,7 @@ def calibration(
     The verdict needs numbers, so unlike the other functions this one computes before it
     returns (slab by slab on a dask cube: only the PIT, one number per halo, is gathered).
     """
-    _validate_cube(ds)
+    validate_cube(ds)
     if "mass_true" not in ds:
         raise AnalysisError(
             "calibration needs true halo masses: the cube has no 'mass_true' variable (M_sun, along halo); "

@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from massmap_xr.analysis import core as analysis
+from massmap_xr.cube import validate_cube
 from massmap_xr.errors import AnalysisError, format_offenders
 
 __all__ = ["plot_calibration", "plot_fit", "plot_posterior"]
@@ -31,7 +32,7 @@ _DENSITY_LABEL = r"$p(\log_{10} M)$ [dex$^{-1}$]"
 
 def _select_halos(ds: xr.Dataset, halo) -> xr.Dataset:
     """The cube restricted to halo ids ``halo`` (default: the first few), loaded in memory."""
-    analysis._validate_cube(ds)
+    validate_cube(ds)
     if halo is None:
         ids = np.asarray(ds["halo"].values[:_DEFAULT_N_HALOS])
     else:

@@ -745,8 +745,8 @@ def mock_catalog(
     >>> sorted(cat.data_vars)
     ['lum_obs', 'mass_true', 'sigma_obs', 'z']
     """
-    from massmap_xr.model.hyper import REDDICK2013
     from massmap_xr.kernels.posterior import ZERO_PRIOR_LOG
+    from massmap_xr.model.hyper import REDDICK2013
     from massmap_xr.model.prior import as_prior, default_mass_grid
 
     if isinstance(n_halos, (bool, np.bool_)) or not isinstance(n_halos, (int, np.integer)) or n_halos < 1:

@@ -96,7 +96,6 @@ import numpy as np
 import xarray as xr
 
 from massmap_xr.errors import InferenceError, MassmapWarning, OutputExistsError, PriorError, format_offenders
-from massmap_xr.model.hyper import REDDICK2013
 from massmap_xr.kernels.posterior import (
     ZERO_PRIOR_LOG,
     _half_u2_excess,
@@ -106,6 +105,7 @@ from massmap_xr.kernels.posterior import (
     check_prior_redshifts,
     hyper_scale,
 )
+from massmap_xr.model.hyper import REDDICK2013
 from massmap_xr.model.prior import LOG_ZERO, check_mass_grid, default_mass_grid
 from massmap_xr.model.relation import HYPER_NAMES
 

@@ -50,7 +50,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from massmap_xr._version import SCHEMA_VERSION, __version__
+from massmap_xr._version import SCHEMA_VERSION
+from massmap_xr.cube import STORE_COORDS, STORE_VARIABLES, validate_cube
 from massmap_xr.errors import (
     IncompleteStoreError,
     SchemaVersionError,
@@ -89,8 +90,6 @@ N_REAL = "massmap_n_realization"
 #: internal attributes of a store, never part of the Dataset open_store returns
 _BOOKKEEPING = (STATUS, TEMPLATE, LAYOUT, BUILD_ID, PENDING, TABLE_CRC, VAR_CRC, N_HALO, N_REAL)
 _TABLES = (CRC_NAME, NORM_NAME)
-_REQUIRED_VARS = ("posterior", "z", "lum_obs", "alpha1", "alpha2", "alpha3", "alpha4", "S", "weight")
-_REQUIRED_COORDS = ("halo", "mass", "log10_mass", "realization")
 #: attributes that must agree between a store and a cube written into it
 _MODEL_ATTRS = ("method", "n_lum", "mc_seed", "sigma_obs_default")
 #: target bytes of one inner (compression) chunk of the posterior
@@ -563,54 +562,6 @@ def _check_build_id(path, storage_options, build_id):
 
 
 # --------------------------------------------------------------------------- cube checks
-def _check_cube(ds: xr.Dataset, what: str = "to_store") -> xr.Dataset:
-    """Check that ``ds`` is a cube that can be written; return it with its posterior in the
-    canonical (halo, mass, realization) order.
-
-    Rules: the required variables and coordinates (and ``sigma_obs``, which the catalogue hash
-    covers) are present, the posterior has dims halo, mass, realization (any order), halo ids are
-    integers, and halo ids and realization labels are unique.
-    """
-    if not isinstance(ds, xr.Dataset):
-        raise StoreError(f"{what}: expected a cube Dataset, got {type(ds).__name__}")
-    missing = [k for k in (*_REQUIRED_VARS, *_REQUIRED_COORDS) if k not in ds.variables]
-    if missing or "massmap_schema_version" not in ds.attrs:
-        raise StoreError(
-            f"{what}: not a massmap cube (missing {missing or ['attribute massmap_schema_version']}); "
-            "build one with build_posterior()"
-        )
-    if set(ds["posterior"].dims) != {"halo", "mass", "realization"} or ds["posterior"].ndim != 3:
-        raise StoreError(f"{what}: posterior must have dims (halo, mass, realization), has {ds['posterior'].dims}")
-    if "sigma_obs" not in ds.variables or ds["sigma_obs"].dims != ("halo",):
-        raise StoreError(
-            f"{what}: the cube has no 'sigma_obs' variable along 'halo' (the per-halo scatter of ln L_obs the "
-            "posterior was built with, part of the catalogue hash); build the cube with build_posterior(), "
-            "or add it, e.g. cube.assign(sigma_obs=('halo', numpy.full(cube.sizes['halo'], "
-            "cube.attrs['sigma_obs_default'])))"
-        )
-    ids = np.asarray(ds["halo"].values)
-    if ids.dtype.kind not in "iu":
-        raise StoreError(
-            f"{what}: halo ids must be integers, got dtype {ids.dtype} (first ids: {format_offenders(ids)}); "
-            "renumber the catalogue, e.g. cube.assign_coords(halo=numpy.arange(cube.sizes['halo']))"
-        )
-    for dim, noun, fix in (("halo", "halo id", "cube.assign_coords(halo=numpy.arange(cube.sizes['halo']))"),
-                           ("realization", "realization label",
-                            "cube.assign_coords(realization=numpy.arange(cube.sizes['realization']))")):
-        labels = np.asarray(ds[dim].values)
-        uniq, counts = np.unique(labels, return_counts=True)
-        if uniq.size != labels.size:
-            dup = uniq[counts > 1]
-            raise StoreError(
-                f"{what}: {dim} labels must be unique; {dup.size} {noun}(s) occur more than once "
-                f"({format_offenders(dup)}); drop the duplicates or relabel, e.g. {fix}"
-            )
-    post = ds["posterior"]
-    if post.dims != ("halo", "mass", "realization"):
-        ds = ds.assign(posterior=post.transpose("halo", "mass", "realization"))
-    return ds
-
-
 #: prior parameters recorded only by newer versions: a store without them is compared by its prior table
 _PRIOR_ADDED_KEYS = ("prior_z_max", "prior_dz", "prior_dlog10m")
 #: relative tolerance of prior-table and weight comparisons (values recomputed the same way agree to round-off)
@@ -915,7 +866,7 @@ def init_store(
         The layout: ``halo_chunk`` is the slab size that halo ranges given to
         :func:`write_slabs` must be aligned to.
     """
-    ds = _check_cube(ds, "init_store")
+    ds = validate_cube(ds, what="init_store", for_store=True)
     if mode not in ("w-", "w"):
         raise StoreError(f"init_store: mode must be 'w-' (refuse existing) or 'w' (replace), got {mode!r}")
     return _init(ds, str(path), storage_options, mode, realization_chunk, inner_halo_chunk)[0]
@@ -1055,7 +1006,7 @@ def write_slabs(
         integral - 1| > ``NORM_ATOL``) or NaN/inf: those slabs are not written and the store
         stays incomplete.
     """
-    ds = _check_cube(ds, "write_slabs")
+    ds = validate_cube(ds, what="write_slabs", for_store=True)
     path = str(path)
     group = _open_group(path, storage_options, mode="r+")
     attrs = dict(group.attrs)
@@ -1263,7 +1214,7 @@ def to_store(
         bad chunk arguments); if it would overwrite its own source store; or if a slab is not
         normalised or holds NaN/inf (the store is then left incomplete, never marked complete).
     """
-    ds = _check_cube(ds)
+    ds = validate_cube(ds, what="to_store", for_store=True)
     if mode not in ("w-", "w"):
         raise StoreError(f"to_store: mode must be 'w-' (refuse existing) or 'w' (replace), got {mode!r}")
     path = str(path)
@@ -1294,7 +1245,7 @@ def _begin_append(path, ds: xr.Dataset, operation: str, hash_name: str, storage_
     ``append_halos``, no realizations for ``append_realizations``) is refused before anything is
     read or recorded.
     """
-    ds = _check_cube(ds, operation)
+    ds = validate_cube(ds, what=operation, for_store=True)
     dim = "halo" if operation == "append_halos" else "realization"
     if ds.sizes[dim] == 0:
         raise StoreError(
@@ -1803,7 +1754,7 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
         _zarr_store(path, storage_options, read_only=True), consolidated=False, zarr_format=3,
         chunks=chunks, drop_variables=list(_TABLES),
     )
-    missing = [k for k in (*_REQUIRED_VARS, *_REQUIRED_COORDS) if k not in ds.variables]
+    missing = [k for k in (*STORE_VARIABLES, *STORE_COORDS) if k not in ds.variables]
     if missing:
         raise StoreError(f"{path!r}: massmap store is missing variable(s) {missing}; it is damaged")
     if ds["posterior"].dims != ("halo", "mass", "realization"):
@@ -1867,7 +1818,7 @@ def _verify_metadata(group, attrs, layout: StoreLayout) -> list[str]:
     """Invariants recorded at build time: counts, checksum table, small variables, hashes."""
     problems = []
     arrays = _arrays(group)
-    for k in (*_REQUIRED_VARS, *_REQUIRED_COORDS):
+    for k in (*STORE_VARIABLES, *STORE_COORDS):
         if k not in arrays:
             problems.append(f"variable {k!r} is missing")
     sizes = {"halo": layout.n_halo, "mass": layout.n_mass, "realization": layout.n_realization}
