@@ -21,6 +21,7 @@ Errors in the input are reported as one line ``massmap: error: ...`` with exit s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -347,14 +348,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error_line(exc: OSError) -> str:
+    """One line for a file-system error: the file, what went wrong."""
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{where}{what}"
+
+
 def main(argv=None) -> int:
+    """Run the ``massmap`` command; returns the exit status.
+
+    Input, data and file-system errors print one line ``massmap: error: ...`` and return 2; a
+    closed output pipe (``massmap info STORE | head``) ends quietly.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
     except MassmapError as exc:
         print(f"massmap: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away: stop writing, and keep Python from complaining at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        print(f"massmap: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("massmap: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

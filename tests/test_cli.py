@@ -167,3 +167,26 @@ def test_infer_then_build_from_the_inferred_draws(tmp_path):
     ds = open_store(st)
     np.testing.assert_allclose(ds.alpha2.values, h.alpha2.values)
     np.testing.assert_allclose(ds.weight.values, h.weight.values / h.weight.values.sum())
+
+
+def test_file_system_errors_are_one_line(built_store, tmp_path, capsys):
+    below_a_file = tmp_path / "plain.txt"
+    below_a_file.write_text("not a directory")
+    status = main(["summary", str(built_store), "-o", str(below_a_file / "summary.csv")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("massmap: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert str(below_a_file) in err
+
+
+@pytest.mark.slow
+def test_python_dash_m_and_broken_pipe(built_store):
+    env_cmd = [sys.executable, "-m", "massmap_xr"]
+    help_run = subprocess.run([*env_cmd, "--help"], capture_output=True, text=True, timeout=120)
+    assert help_run.returncode == 0 and "usage: massmap" in help_run.stdout
+    # the reader closes the pipe at once: no traceback, no complaint
+    proc = subprocess.Popen([*env_cmd, "info", str(built_store)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
