@@ -15,7 +15,8 @@ from scipy import stats
 from scipy.integrate import cumulative_trapezoid
 from strategies import QUICK
 
-from massmap_xr.analysis import core as analysis
+from massmap_xr import analysis
+from massmap_xr.analysis import reductions
 from massmap_xr.errors import AnalysisError, OutputExistsError
 
 # ----------------------------------------------------------------------------------------------
@@ -299,7 +300,7 @@ def test_results_do_not_depend_on_batching_or_mass_chunks(cube, monkeypatch):
         "indep": lambda ds: analysis.sample(ds, 30, seed=2, correlated=False),
     }
     ref = {k: f(cube).values for k, f in funcs.items()}
-    monkeypatch.setattr(analysis, "_BATCH_ELEMENTS", 1000)  # a few rows per batch
+    monkeypatch.setattr(reductions, "BATCH_ELEMENTS", 1000)  # a few rows per batch
     for k, f in funcs.items():
         np.testing.assert_array_equal(f(cube).values, ref[k], err_msg=k)
         np.testing.assert_allclose(f(cube.chunk({"halo": 10, "mass": 64})).values, ref[k], rtol=1e-12, err_msg=k)

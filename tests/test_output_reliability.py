@@ -15,7 +15,7 @@ import xarray as xr
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from massmap_xr.analysis import core as analysis
+from massmap_xr.analysis import sampling
 from massmap_xr.errors import AnalysisError, MassmapError, ProjectionError
 from massmap_xr.sky import (
     WCS_KEYS,
@@ -165,13 +165,13 @@ def test_bad_realization_weights_raise_analysis_error(cube, weights, words, back
 
 
 def test_pick_realizations_checks_its_weights():
-    key = analysis._philox_key(1)
+    key = sampling.philox_key(1)
     with pytest.raises(AnalysisError, match=r"negative for 1 of 3 realizations \(first labels: 7"):
-        analysis._pick_realizations(np.array([0.5, -0.1, 0.6]), n=4, key=key, labels=np.array([5, 7, 9]))
+        sampling.pick_realizations(np.array([0.5, -0.1, 0.6]), n=4, key=key, labels=np.array([5, 7, 9]))
     with pytest.raises(AnalysisError, match="all 2 realization weights are zero"):
-        analysis._pick_realizations(np.zeros(2), n=4, key=key)
+        sampling.pick_realizations(np.zeros(2), n=4, key=key)
     with pytest.raises(AnalysisError, match="NaN or infinite"):
-        analysis._pick_realizations(np.array([np.nan, 1.0]), n=4, key=key)
+        sampling.pick_realizations(np.array([np.nan, 1.0]), n=4, key=key)
 
 
 def test_zero_weight_realizations_are_allowed(cube):

@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from test_analysis import chunked, make_cube
 
-from massmap_xr.analysis import core as analysis
+from massmap_xr import analysis
 from massmap_xr.analysis import plots as plot
 from massmap_xr.errors import AnalysisError
 

@@ -19,7 +19,8 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from massmap_xr.analysis import core as analysis
+from massmap_xr.analysis.calibrate import calibration
+from massmap_xr.analysis.reductions import fit_normal, halo_prior, marginalize
 from massmap_xr.cube import validate_cube
 from massmap_xr.errors import AnalysisError, format_offenders
 
@@ -99,10 +100,10 @@ def plot_posterior(
     ax = _axes(ax)
     mass = np.asarray(sub["mass"].values)
     if marginal:
-        curves = analysis.marginalize(sub).values[:, None, :]
+        curves = marginalize(sub).values[:, None, :]
     else:
         curves = sub["posterior"].transpose("halo", "realization", "mass").values
-    prior = analysis.halo_prior(sub).values if show_prior and "prior_dndm" in sub else None
+    prior = halo_prior(sub).values if show_prior and "prior_dndm" in sub else None
     truth = np.asarray(sub["mass_true"].values, dtype=float) if "mass_true" in sub else np.full(sub.sizes["halo"], np.nan)
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     for i, h in enumerate(sub["halo"].values):
@@ -146,8 +147,8 @@ def plot_fit(ds: xr.Dataset, halo=None, *, ax: Axes | None = None) -> Axes:
     ax = _axes(ax)
     mass = np.asarray(sub["mass"].values)
     x = np.log10(mass)
-    marg = analysis.marginalize(sub).values
-    fit = analysis.fit_normal(sub)
+    marg = marginalize(sub).values
+    fit = fit_normal(sub)
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     for i, h in enumerate(sub["halo"].values):
         color = colors[i % len(colors)]
@@ -188,7 +189,7 @@ def plot_calibration(ds: xr.Dataset, *, bins: int = 10, fig: Figure | None = Non
     """
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
         raise AnalysisError(f"bins must be a positive integer, got {bins!r}")
-    cal = ds if isinstance(ds, xr.Dataset) and {"pit", "coverage"} <= set(ds.data_vars) else analysis.calibration(ds)
+    cal = ds if isinstance(ds, xr.Dataset) and {"pit", "coverage"} <= set(ds.data_vars) else calibration(ds)
     if fig is None:
         fig = plt.figure(figsize=(9.0, 3.8))
     ax_pit, ax_cov = fig.subplots(1, 2)
