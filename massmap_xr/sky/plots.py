@@ -24,12 +24,8 @@ import numpy as np
 import xarray as xr
 
 from massmap_xr.errors import ProjectionError
-from massmap_xr.sky.core import (
-    FlatGrid,
-    _map_kind,
-    _spatial_dims,
-    map_statistics,
-)
+from massmap_xr.sky.grid import FlatGrid, map_kind, spatial_dims
+from massmap_xr.sky.statistics import map_statistics
 
 __all__ = ["plot_healpix", "plot_map", "plot_maps", "plot_residuals", "plot_statistics", "rasterize_healpix"]
 
@@ -40,8 +36,8 @@ _HEALPIX_VIEWS = ("gnomonic", "gnomview", "cartview", "mollview")
 def _single_map(map: xr.DataArray) -> xr.DataArray:
     if not isinstance(map, xr.DataArray):
         raise ProjectionError(f"expected a map DataArray, got {type(map).__name__}")
-    kind = _map_kind(map)
-    spatial = _spatial_dims(kind)
+    kind = map_kind(map)
+    spatial = spatial_dims(kind)
     extra = [d for d in map.dims if d not in spatial]
     long_extra = [d for d in extra if map.sizes[d] != 1]
     if long_extra:
@@ -171,7 +167,7 @@ def plot_map(
     import matplotlib.pyplot as plt
 
     m = _single_map(map)
-    if _map_kind(m) == "healpix":
+    if map_kind(m) == "healpix":
         kw = {"view": "gnomonic", "rot": None, "reso": None, "xsize": 400, "fill": None, "fig": None,
               "sub": None, "max_nside": 1024}
         unknown = set(healpix_kwargs) - set(kw)
@@ -353,7 +349,7 @@ def _draw_healpix(map, *, view, rot, reso, xsize, fill, cmap, stretch, vmin, vma
     import matplotlib.pyplot as plt
 
     m = _single_map(map)
-    if _map_kind(m) != "healpix":
+    if map_kind(m) != "healpix":
         raise ProjectionError("plot_healpix needs a HEALPix map (dim 'cells' with a 'cell_ids' coordinate)")
     if view not in _HEALPIX_VIEWS:
         raise ProjectionError(f"unknown view {view!r}; use one of {', '.join(_HEALPIX_VIEWS)}")
@@ -456,7 +452,7 @@ def plot_statistics(
     missing = [f for f in fields if f not in stats]
     if missing:
         raise ProjectionError(f"plot_statistics: no variable(s) {missing} in the statistics; have {sorted(stats.data_vars)}")
-    kind = _map_kind(stats)
+    kind = map_kind(stats)
     n = len(fields)
     figsize = figsize or ((5.6 * n, 5.2) if kind == "flat" else (5.2 * n, 5.6))
     view = healpix_kwargs.get("view", "gnomonic")
@@ -533,8 +529,8 @@ def plot_maps(maps: xr.DataArray | xr.Dataset, **kwargs):
     """
     if isinstance(maps, xr.Dataset):
         return plot_statistics(maps, **kwargs)
-    kind = _map_kind(maps)
-    extra = [d for d in maps.dims if d not in _spatial_dims(kind) and maps.sizes[d] > 1]
+    kind = map_kind(maps)
+    extra = [d for d in maps.dims if d not in spatial_dims(kind) and maps.sizes[d] > 1]
     if extra:
         return plot_statistics(map_statistics(maps), **kwargs)
     if kind == "healpix":
