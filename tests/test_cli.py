@@ -72,6 +72,7 @@ def test_bad_catalogue_is_a_clean_error(tmp_path, capsys):
     assert not (tmp_path / "x.zarr").exists()
 
 
+@pytest.mark.slow
 def test_demo_entry_point(tmp_path):
     """The installed console script runs the demo and writes the store and figures."""
     r = subprocess.run(

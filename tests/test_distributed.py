@@ -10,6 +10,7 @@ from test_store import file_digests, make_cube
 from massmap_xr.store import core as st
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow
 
 
 def _reduce(ds):

@@ -39,6 +39,7 @@ def _mtimes(path, sub="posterior"):
     return {p: os.stat(path / p).st_mtime_ns for p in file_digests(path, sub) if "/c/" in p}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_build_then_resume_equals_clean_build(tmp_path, clean):
     cube, clean_path = clean
     path = tmp_path / "killed.zarr"

@@ -217,6 +217,7 @@ def test_foreign_cube_is_refused_with_every_difference(tmp_path, cube):
     assert "hyper_hash: store has" in msg and "mass grid differs (store: 120 points, cube: 100 points)" in msg
 
 
+@pytest.mark.slow
 def test_two_processes_write_disjoint_slabs(tmp_path, cube, clean_store):
     """Two processes, each with only its own catalogue slice, fill one store; the result is exact."""
     path = tmp_path / "shared.zarr"
@@ -238,6 +239,7 @@ def test_two_processes_write_disjoint_slabs(tmp_path, cube, clean_store):
     assert file_digests(path, "posterior") == file_digests(clean_store, "posterior")
 
 
+@pytest.mark.slow
 def test_two_builds_racing_for_one_new_path(tmp_path):
     path = tmp_path / "race.zarr"
     body = """

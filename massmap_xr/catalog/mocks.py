@@ -1,0 +1,255 @@
+"""Mock catalogues drawn from the model, mock sky positions, and the original study's shipped seed field.
+
+The seed field's (z, lum_obs) are in ``massmap_xr/data/seed_field.npz``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import xarray as xr
+
+from massmap_xr.catalog.schema import DEFAULT_FIELD, check_field_center, make_catalog, offsets_to_radec
+from massmap_xr.errors import CatalogError, PriorError, format_offenders
+from massmap_xr.model.relation import HYPER_NAMES, mean_log_luminosity
+
+__all__ = ["mock_catalog", "seed_field", "seed_redshifts", "uniform_field_positions"]
+
+
+def uniform_field_positions(n, rng, *, center=None, size_arcmin=None):
+    """Positions uniform in a square tangent-plane field (ra, dec in degrees)."""
+    c = center or (DEFAULT_FIELD["ra"], DEFAULT_FIELD["dec"])
+    size = DEFAULT_FIELD["size_arcmin"] if size_arcmin is None else float(size_arcmin)
+    x = rng.uniform(-size / 2, size / 2, n)
+    y = rng.uniform(-size / 2, size / 2, n)
+    return offsets_to_radec(x, y, c)
+
+
+def seed_redshifts() -> np.ndarray:
+    """Redshifts of the original study's 115,919-halo field (shipped with the package)."""
+    return _seed()["z"]
+
+
+def _seed():
+    with resources.files("massmap_xr").joinpath("data/seed_field.npz").open("rb") as f:
+        d = np.load(f)
+        return {k: d[k] for k in d.files}
+
+
+def seed_field(*, seed: int = 0, center=None, size_arcmin=None, sigma_obs: float | None = None) -> xr.Dataset:
+    """The original study's field: 115,919 halos with (z, lum_obs), shipped with the package.
+
+    The original positions are lost; positions are drawn uniform in the 40′ × 40′ window (the
+    study's own assumption) with ``seed``, and ``attrs["positions"]`` says so.
+    """
+    d = _seed()
+    rng = np.random.default_rng(seed)
+    ra, dec = uniform_field_positions(d["z"].size, rng, center=center, size_arcmin=size_arcmin)
+    c = center or (DEFAULT_FIELD["ra"], DEFAULT_FIELD["dec"])
+    return make_catalog(
+        d["z"], d["lum_obs"], ra, dec, sigma_obs=sigma_obs,
+        attrs={"source": "seed field of the original mass-luminosity study (115,919 halos)",
+               "positions": f"mock, uniform in the field (seed={seed})",
+               "field_center_ra": float(c[0]), "field_center_dec": float(c[1]),
+               "field_size_arcmin": float(DEFAULT_FIELD["size_arcmin"] if size_arcmin is None else size_arcmin)},
+    )
+
+
+def mock_catalog(
+    n_halos: int,
+    seed=None,
+    *,
+    truth: dict | None = None,
+    prior=None,
+    mass=None,
+    sigma_obs: float = 0.05,
+    z=None,
+    center=None,
+    size_arcmin: float | None = None,
+) -> xr.Dataset:
+    """A mock catalogue drawn from the model with known hyperparameters.
+
+    Redshifts are resampled from ``z`` (default: the seed field's redshifts), masses drawn from
+    the prior P(M | z) at each halo's redshift (continuous inverse-CDF in ln M over the mass
+    grid), ln L ~ N(ln μ_L, S²), ln L_obs ~ N(ln L, σ_obs²); positions uniform in a square
+    field.  The true hyperparameters are recorded in ``attrs`` as ``true_<name>``.  The
+    observational scatter is stored per halo as the variable ``sigma_obs``, like a real
+    catalogue's, so that :func:`~massmap_xr.cube.build_posterior` and
+    :class:`~massmap_xr.inference.CatalogLikelihood` use the scatter the luminosities were
+    drawn with (it is also recorded as ``attrs["sigma_obs"]``).
+
+    Parameters
+    ----------
+    n_halos : int
+        Number of halos (>= 1).
+    seed : int or None
+        Seed for every draw (a non-negative integer, or None for fresh entropy).
+    truth : dict, optional
+        Hyperparameters (alpha1..alpha4, S), finite numbers with alpha3 > 0 and S > 0; names not
+        given take the Reddick (2013) central values.
+    prior : MassPrior or DataArray, optional
+        Mass prior (default :class:`~massmap_xr.model.prior.TinkerPrior`).
+    mass : array_like, optional
+        Mass grid (M_sun) the prior is drawn on (default 400 points, 1e10 to 10^15.5).
+    sigma_obs : float, default 0.05
+        Observational scatter of ln L_obs (natural log, finite and > 0) used to draw L_obs and
+        stored as the per-halo variable ``sigma_obs``.
+    z : array_like, optional
+        Redshifts to resample from (finite, inside the prior's redshift range).
+    center, size_arcmin : optional
+        Field centre (ra, dec) in degrees and side in arcmin (default (150, 2) and 40′).
+
+    Raises
+    ------
+    CatalogError
+        For an invalid argument (the message names it, says what is wrong and what to pass).
+    PriorError
+        If the prior is zero on the whole mass grid at a redshift drawn.
+
+    Examples
+    --------
+    >>> cat = mock_catalog(100, seed=1)
+    >>> sorted(cat.data_vars)
+    ['lum_obs', 'mass_true', 'sigma_obs', 'z']
+    """
+    from massmap_xr.kernels.posterior import ZERO_PRIOR_LOG
+    from massmap_xr.model.hyper import REDDICK2013
+    from massmap_xr.model.prior import as_prior, default_mass_grid
+
+    if isinstance(n_halos, (bool, np.bool_)) or not isinstance(n_halos, (int, np.integer)) or n_halos < 1:
+        raise CatalogError(f"mock_catalog: n_halos must be a positive integer, got {n_halos!r:.80}")
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise CatalogError(
+            f"mock_catalog: seed must be a non-negative integer or None, got {seed!r:.80} "
+            f"({type(seed).__name__}); pass e.g. seed=1"
+        )
+    truth = _check_truth(truth, REDDICK2013)
+    sigma_obs = _check_mock_number("sigma_obs", sigma_obs, "the observational scatter of ln L_obs (natural log)")
+    if size_arcmin is not None:
+        size_arcmin = _check_mock_number("size_arcmin", size_arcmin, "the side of the square field in arcmin")
+    c = check_field_center(center)
+    prior = as_prior(prior)
+    if mass is None:
+        mass = default_mass_grid()
+    else:
+        mass = _mock_array("mass", mass)
+        if mass.size < 2 or np.any(~np.isfinite(mass)) or np.any(mass <= 0) or np.any(np.diff(mass) <= 0):
+            raise CatalogError(
+                f"mock_catalog: mass must be a finite, positive, strictly increasing grid of >= 2 masses in M_sun, "
+                f"got {mass.size} value(s) starting {mass[:3].tolist()}; pass e.g. numpy.logspace(10, 15.5, 400)"
+            )
+    zpool = seed_redshifts() if z is None else _mock_array("z", z)
+    if zpool.size == 0:
+        raise CatalogError("mock_catalog: z is empty; give at least one redshift to resample from, or None for "
+                           "the seed field's redshifts")
+    lo, hi = prior.z_range
+    bad = ~np.isfinite(zpool) | (zpool < max(lo, 0.0)) | (zpool > hi)
+    if bad.any():
+        raise CatalogError(
+            f"mock_catalog: z must be finite and inside the prior's redshift range [{max(lo, 0.0):g}, {hi:g}]; "
+            f"{int(bad.sum())} of {zpool.size} value(s) are not (first at index {format_offenders(np.flatnonzero(bad))}"
+            f": {', '.join(f'{v:.6g}' for v in zpool[bad][:5])}); drop them or use a prior tabulated over these "
+            "redshifts (e.g. TinkerPrior(z_max=...))"
+        )
+    rng = np.random.default_rng(seed)
+    zs = rng.choice(zpool, size=int(n_halos), replace=True)
+    log_m = np.log(mass)
+    log_p = prior.log_density(zs, mass)
+    zero = log_p.max(axis=1) <= ZERO_PRIOR_LOG
+    if zero.any():
+        zz = np.unique(zs[zero])
+        raise PriorError(
+            f"mock_catalog: the prior is zero on the whole mass grid ({mass[0]:.3g} to {mass[-1]:.3g} M_sun) at "
+            f"{zz.size} of the redshifts drawn (first: {', '.join(f'{v:.6g}' for v in zz[:5])}); masses cannot be "
+            "drawn there: use a mass grid inside the prior's mass range or drop these redshifts from z"
+        )
+    log_p += log_m  # density per unit ln M
+    masses = _draw_from_log_density(log_m, log_p, rng.uniform(size=zs.size))
+    mu = mean_log_luminosity(masses, zs, truth["alpha1"], truth["alpha2"], truth["alpha3"], truth["alpha4"])
+    log_l = mu + truth["S"] * rng.standard_normal(zs.size)
+    log_lobs = log_l + sigma_obs * rng.standard_normal(zs.size)
+    ra, dec = uniform_field_positions(zs.size, rng, center=c, size_arcmin=size_arcmin)
+    attrs = {f"true_{k}": float(v) for k, v in truth.items()}
+    attrs.update(
+        source="mock_catalog", seed=str(seed), sigma_obs=float(sigma_obs),
+        field_center_ra=float(c[0]), field_center_dec=float(c[1]),
+        field_size_arcmin=float(DEFAULT_FIELD["size_arcmin"] if size_arcmin is None else size_arcmin),
+        mass_min=float(mass[0]), mass_max=float(mass[-1]),
+    )
+    return make_catalog(zs, np.exp(log_lobs), ra, dec, mass_true=masses, sigma_obs=sigma_obs, attrs=attrs)
+
+
+def _check_mock_number(name: str, value, what: str) -> float:
+    """A finite real number > 0 (not bool, not text), else CatalogError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise CatalogError(f"mock_catalog: {name} must be one number, {what}, got {value!r:.80} "
+                           f"({type(value).__name__})")
+    v = float(value)
+    if not (np.isfinite(v) and v > 0):
+        raise CatalogError(f"mock_catalog: {name} must be finite and > 0 ({what}), got {value!r}")
+    return v
+
+
+def _mock_array(name: str, value) -> np.ndarray:
+    """A 1-D float array from numbers, else CatalogError."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "iuf":
+        raise CatalogError(
+            f"mock_catalog: {name} must be numbers, got dtype {a.dtype} ({a.ravel()[:3].tolist()!r:.80}); "
+            "convert with numpy.asarray(..., dtype=float)"
+        )
+    a = a.astype(float)
+    if a.ndim != 1:
+        a = np.atleast_1d(a)
+        if a.ndim != 1:
+            raise CatalogError(f"mock_catalog: {name} must be 1-D, got shape {np.shape(value)}")
+    return a
+
+
+def _check_truth(truth, defaults) -> dict:
+    """The truth hyperparameters completed with the Reddick (2013) central values, validated."""
+    from collections.abc import Mapping
+
+    if truth is None:
+        truth = {}
+    if not isinstance(truth, Mapping):
+        raise CatalogError(
+            f"mock_catalog: truth must be a dict of hyperparameters {list(HYPER_NAMES)}, got {type(truth).__name__} "
+            f"({truth!r:.80}); pass e.g. truth={{'alpha1': 10.7, 'S': 0.2}}"
+        )
+    unknown = sorted(map(str, set(truth) - set(HYPER_NAMES)))
+    if unknown:
+        raise CatalogError(f"mock_catalog: unknown hyperparameter(s) {unknown}; use {list(HYPER_NAMES)}")
+    out = {k: defaults[k][0] for k in HYPER_NAMES}
+    problems = []
+    for k, v in truth.items():
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            problems.append(f"{k} must be one real number, got {v!r:.40} ({type(v).__name__})")
+            continue
+        v = float(v)
+        if not np.isfinite(v):
+            problems.append(f"{k} must be finite, got {v}")
+        elif k in ("alpha3", "S") and not v > 0:
+            problems.append(f"{k} must be > 0 ({'pivot mass in M_sun' if k == 'alpha3' else 'intrinsic scatter'}), "
+                            f"got {v:g}")
+        out[k] = v
+    if problems:
+        raise CatalogError(
+            f"mock_catalog: invalid truth hyperparameter(s), {len(problems)} problem(s):\n  - "
+            + "\n  - ".join(problems) + "\nfix these values in truth (names not given take the Reddick 2013 values)",
+            problems=problems,
+        )
+    return out
+
+
+def _draw_from_log_density(x, log_p, u):
+    """Inverse-CDF draws, one per row of ``log_p`` (density in x, piecewise linear), as exp(x)."""
+    p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    cdf = np.concatenate([np.zeros((p.shape[0], 1)), np.cumsum(0.5 * (p[:, 1:] + p[:, :-1]) * np.diff(x), axis=1)], axis=1)
+    cdf /= cdf[:, -1:]
+    out = np.empty(p.shape[0])
+    for i in range(p.shape[0]):  # rows differ; np.interp is fast per row
+        out[i] = np.interp(u[i], cdf[i], x)
+    return np.exp(out)
