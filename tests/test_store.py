@@ -17,8 +17,11 @@ import pytest
 import xarray as xr
 import zarr
 
+import massmap_xr.store as st
 from massmap_xr.errors import IncompleteStoreError, StoreError
-from massmap_xr.store import core as st
+from massmap_xr.store import append as store_append
+from massmap_xr.store import layout as store_layout
+from massmap_xr.store import slabs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +102,7 @@ def test_round_trip_is_bitwise(tmp_path, cube, backend):
         np.testing.assert_array_equal(ds[k].values, src[k].values)
     assert ds.attrs["catalog_hash"] == src.attrs["catalog_hash"]
     assert ds.attrs["hyper_hash"] == src.attrs["hyper_hash"]
-    assert not set(st._BOOKKEEPING) & set(ds.attrs)  # bookkeeping stays internal
+    assert not set(store_layout.BOOKKEEPING) & set(ds.attrs)  # bookkeeping stays internal
     assert st.CRC_NAME not in ds.variables and st.NORM_NAME not in ds.variables
     assert post.attrs["units"] == "dex(solMass)-1"
     assert ds["mass"].attrs["units"] == "solMass"
@@ -142,11 +145,11 @@ def test_layout_dataclass_round_trip_and_validation():
 
 
 def test_default_layout_at_full_field_scale():
-    lay = st._make_layout(115919, 400, 100, 416)
+    lay = store_layout.make_layout(115919, 400, 100, 416)
     assert (lay.inner_halo_chunk, lay.realization_chunk, lay.realization_shard) == (32, 10, 100)
     assert 4 * 32 * 400 * 10 == 512_000  # ~512 KiB inner chunks
     # a slab size with no divisor in [4, 32] is stored unsharded along halo
-    assert st._make_layout(100, 400, 100, 37).inner_halo_chunk == 37
+    assert store_layout.make_layout(100, 400, 100, 37).inner_halo_chunk == 37
 
 
 def test_mode_w_minus_refuses_and_w_replaces(tmp_path, cube):
@@ -317,10 +320,10 @@ def test_append_realizations_equals_one_build_of_the_union(tmp_path):
 
 
 def test_union_weights_count_each_set_by_its_size():
-    w = st._union_weights(np.array([0.5, 0.25, 0.25]), np.array([1.0]))
+    w = store_append.union_weights(np.array([0.5, 0.25, 0.25]), np.array([1.0]))
     # set A relative weights 2:1:1 with mean 1 -> 1.5, .75, .75; set B -> 1; total 4
     np.testing.assert_allclose(w, [0.375, 0.1875, 0.1875, 0.25], rtol=1e-15)
-    assert np.array_equal(st._union_weights(np.full(3, 1 / 3), np.full(7, 1 / 7)), np.ones(10) / 10)
+    assert np.array_equal(store_append.union_weights(np.full(3, 1 / 3), np.full(7, 1 / 7)), np.ones(10) / 10)
 
 
 def test_append_refusals(tmp_path):
@@ -364,7 +367,7 @@ def test_peak_memory_is_bounded_by_a_batch_of_slabs(tmp_path, monkeypatch):
     big, _, _ = make_cube(1024, 40, chunks=16, n_mass=100)
     slab = 16 * 100 * 40 * 4
     total = 1024 * 100 * 40 * 4
-    monkeypatch.setattr(st, "_n_workers", lambda: 2)  # batches of 4 slabs
+    monkeypatch.setattr(slabs, "n_workers", lambda: 2)  # batches of 4 slabs
     st.to_store(make_cube(20)[0], tmp_path / "warm.zarr", progress=False)  # imports and compilation first
     tracemalloc.start()
     try:

@@ -15,10 +15,11 @@ import xarray as xr
 import zarr
 from test_store import file_digests, make_cube
 
+import massmap_xr.store as st
 from massmap_xr.cube import build_posterior
 from massmap_xr.errors import IncompleteStoreError, MassmapError, PriorError, StoreError
 from massmap_xr.model.prior import TablePrior, TinkerPrior
-from massmap_xr.store import core as st
+from massmap_xr.store import layout as store_layout
 
 #: a normalised non-uniform weight set whose renormalisation (w / max / sum) changes its last bits
 ODD_WEIGHTS = np.array([0.13658683849231343, 0.056445354695687004, 0.06329324825661109, 0.23604291507257738,
@@ -297,7 +298,7 @@ def test_duplicate_labels_are_refused_naming_them(tmp_path, small, dim):
 # --------------------------------------------------------------------------- 9: slab size of irregular chunks
 def test_slab_size_is_the_largest_chunk_not_a_partial_first_one(tmp_path, small):
     cube = small[0].chunk({"halo": (3, 8, 8, 1)})
-    layout, _ = st._layout_for(cube)
+    layout, _ = store_layout.layout_for(cube)
     assert layout.halo_chunk == 8
     path = st.to_store(cube, tmp_path / "c.zarr", progress=False)
     info = st.store_info(path)

@@ -1,0 +1,138 @@
+"""Where a store lives: fsspec filesystem, zarr store and group of a local path or URL, atomic creation
+of a new store directory, removal of interrupted temporary files, and locations of a cube's lazy sources."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import dask
+import numpy as np
+import xarray as xr
+import zarr
+
+from massmap_xr.errors import (
+    StoreError,
+)
+
+
+def filesystem(path, storage_options):
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+    return fs, root.rstrip("/")
+
+
+def is_local(path) -> bool:
+    s = str(path)
+    return "://" not in s or s.startswith("file://")
+
+
+def local_path(path) -> str:
+    s = str(path)
+    return s.removeprefix("file://")
+
+
+def zarr_store(path, storage_options=None, read_only=False):
+    if is_local(path):
+        return zarr.storage.LocalStore(local_path(path), read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(str(path), storage_options=storage_options or {}, read_only=read_only)
+
+
+def store_exists(path, storage_options=None) -> bool:
+    fs, root = filesystem(path, storage_options)
+    return fs.exists(root)
+
+
+def open_group(path, storage_options=None, mode="r"):
+    try:
+        return zarr.open_group(zarr_store(path, storage_options, read_only=mode == "r"), mode=mode)
+    except (zarr.errors.GroupNotFoundError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
+        raise StoreError(f"{str(path)!r} is not a readable Zarr group ({type(exc).__name__}: {exc}); "
+                         "expected a massmap cube store") from None
+
+
+def create_root(path, storage_options, mode):
+    """Create the store's directory; atomic for local paths (two racing builds cannot both win)."""
+    fs, root = filesystem(path, storage_options)
+    if fs.exists(root):
+        if mode == "w-":
+            raise StoreError(
+                f"store {str(path)!r} already exists; refusing to overwrite it. Pass mode='w' to replace it, "
+                "or resume=True to finish an interrupted build"
+            )
+        fs.rm(root, recursive=True)
+    if is_local(path):
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(local_path(path))), exist_ok=True)
+            os.mkdir(local_path(path))
+        except FileExistsError:
+            raise StoreError(
+                f"store {str(path)!r} was created by another process while this build started; "
+                "two builds cannot write the same new store"
+            ) from None
+    else:
+        fs.mkdir(root, create_parents=True)
+
+
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def remove_partial_files(path) -> int:
+    """Delete temporary files left by writes killed before their rename (local stores only)."""
+    if not is_local(path):
+        return 0
+    n = 0
+    for d, _, files in os.walk(local_path(path)):
+        for f in files:
+            if _PARTIAL.search(f):
+                os.unlink(os.path.join(d, f))
+                n += 1
+    return n
+
+
+def store_key(store) -> str | None:
+    """A comparable location of a zarr store object (absolute local path or fsspec URL)."""
+    root = getattr(store, "root", None)
+    if root is not None:  # LocalStore
+        return os.path.realpath(str(root))
+    fs, p = getattr(store, "fs", None), getattr(store, "path", None)
+    if fs is not None and p is not None:
+        return fs.unstrip_protocol(str(p).rstrip("/"))
+    return None
+
+
+def path_key(path, storage_options) -> str:
+    if is_local(path):
+        return os.path.realpath(local_path(path))
+    fs, root = filesystem(path, storage_options)
+    return fs.unstrip_protocol(root)
+
+
+def lazy_sources(ds: xr.Dataset) -> set[str]:
+    """Locations of the zarr stores the cube's lazy variables (dask-backed, or xarray's lazily
+    indexed backend arrays of ``open_store(..., chunks=None)``) still read from."""
+    candidates = []
+    for v in ds.variables.values():
+        data = getattr(v, "_data", None)
+        if dask.is_dask_collection(data):
+            candidates.extend(data.__dask_graph__().values())
+        elif data is not None and not isinstance(data, np.ndarray):
+            candidates.append(data)
+    out: set[str] = set()
+    seen: set[int] = set()
+    for value in candidates:
+        if id(value) in seen or not (hasattr(value, "array") or hasattr(value, "_array")):
+            continue
+        seen.add(id(value))
+        obj = value
+        for _ in range(12):  # xarray's lazy indexing wrappers around its ZarrArrayWrapper
+            inner = getattr(obj, "_array", None)
+            store = getattr(inner, "store", None) if inner is not None else None
+            if store is not None and (k := store_key(store)) is not None:
+                out.add(k)
+                break
+            obj = getattr(obj, "array", None)
+            if obj is None:
+                break
+    return out

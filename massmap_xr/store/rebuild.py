@@ -1,0 +1,90 @@
+"""A cube of new halos or realizations built with the model recorded in an existing store."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from massmap_xr.errors import (
+    StoreError,
+)
+from massmap_xr.store.checks import hyper_hash_of
+from massmap_xr.store.layout import PENDING, read_layout
+from massmap_xr.store.location import open_group
+from massmap_xr.store.read import open_store
+
+
+def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | None = None,
+                     storage_options: dict | None = None) -> xr.Dataset:
+    """A lazy cube of ``catalog`` built with the model of the store at ``path``.
+
+    The store's mass grid, prior, method (``n_lum``, Monte Carlo seed), default ``sigma_obs`` and
+    (unless ``hyper`` is given) its hyperparameter realizations, with their stored weights
+    exactly, are reused, so the result can be passed to :func:`append_halos`.  A Tinker prior is
+    rebuilt with the store's ``z_max``, ``dz`` and ``dlog10m`` (read from its ``prior_z`` nodes for
+    stores that predate those attributes).  With ``hyper`` (new realizations, e.g. more draws of the
+    same posterior) the result, built for the store's halos, is what :func:`append_realizations`
+    takes.
+
+    Parameters
+    ----------
+    catalog : xarray.Dataset
+        Halos, as from :func:`~massmap_xr.catalog.read_catalog`.
+    path : str or path-like
+        A massmap store.
+    hyper : optional
+        Hyperparameter samples for the new cube (default: the store's).
+    chunks : int, optional
+        Halos per dask chunk (default: the store's slab size).
+
+    Raises
+    ------
+    StoreError
+        If the store's prior cannot be rebuilt (a prior table without its ``prior_dndm``, or
+        unreadable Tinker parameters).
+    """
+    from massmap_xr.cube import HYPER_NAMES, build_posterior
+    from massmap_xr.model.prior import TablePrior, TinkerPrior
+
+    # a store with an interrupted append is read too: rebuilding the appended cube is how that
+    # append is finished when the cube first passed was refused
+    pending = PENDING in open_group(str(path), storage_options, mode="r").attrs
+    store = open_store(path, storage_options=storage_options, allow_incomplete=pending)
+    attrs = store.attrs
+    kind = attrs.get("prior")
+    if kind == "TinkerPrior":
+        # stores written before z_max, dz and dlog10m were recorded still have the nodes in prior_z
+        zn = np.asarray(store["prior_z"].values, dtype=float) if "prior_z" in store.variables else np.zeros(0)
+        z_max = attrs.get("prior_z_max", float(zn[-1]) if zn.size > 1 else 4.0)
+        dz = attrs.get("prior_dz", float(np.round(zn[1] - zn[0], 12)) if zn.size > 1 else 0.05)
+        try:
+            prior = TinkerPrior(z_max=float(z_max), dz=float(dz), cosmology=attrs["prior_cosmology"],
+                                hmf_model=attrs["prior_hmf_model"], transfer_model=attrs["prior_transfer_model"],
+                                dlog10m=float(attrs.get("prior_dlog10m", 0.005)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{str(path)!r}: cannot rebuild its TinkerPrior from the prior_* attributes "
+                             f"({type(exc).__name__}: {exc}); build the cube with build_posterior(..., prior=...) "
+                             "using the store's prior") from None
+    elif kind == "TablePrior" and "prior_dndm" in store:
+        table = store["prior_dndm"].load().rename(prior_z="z")
+        table.attrs = {k[len("prior_table_"):]: v for k, v in attrs.items() if k.startswith("prior_table_")}
+        prior = TablePrior(table)
+    else:
+        raise StoreError(f"{str(path)!r}: cannot rebuild its prior ({kind!r}); build the cube with "
+                         "build_posterior(..., prior=...) using the store's prior")
+    reuse = hyper is None
+    if reuse:
+        names = [k for k in (*HYPER_NAMES, "weight") if k in store]
+        hyper = store[names].load()
+    layout = read_layout(dict(open_group(str(path), storage_options, mode="r").attrs), str(path))
+    cube = build_posterior(
+        catalog, hyper, prior=prior, mass=store["mass"].values, sigma_obs=float(attrs["sigma_obs_default"]),
+        method=attrs["method"], n_lum=max(int(attrs.get("n_lum", 0)), 1), seed=int(attrs.get("mc_seed", 0)),
+        chunks=layout.halo_chunk if chunks is None else chunks,
+    )
+    if reuse:
+        # build_posterior renormalises the weights, which can change the last bit of weights that
+        # already sum to 1: keep the store's exactly, so the cube's hyper_hash is the store's
+        cube = cube.assign(weight=cube["weight"].copy(data=np.asarray(hyper["weight"].values, dtype=float)))
+        cube.attrs["hyper_hash"] = hyper_hash_of({k: cube[k].values for k in (*HYPER_NAMES, "weight")})
+    return cube
