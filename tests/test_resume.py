@@ -192,7 +192,7 @@ def test_interrupted_append_is_finished_by_calling_it_again(tmp_path, monkeypatc
         _crash_on_call(m, *((store_append, "resize_tables") if stage == "metadata" else (slabs, "write_block")),
                        1 if stage == "metadata" else 3)
         with pytest.raises(RuntimeError, match="simulated crash"):
-            append(path, new)
+            append(new, path)
     op = f"append_{kind}"
     with pytest.raises(IncompleteStoreError, match=rf"finish it by calling {op}\(\) again with the same cube"):
         st.open_store(path)
@@ -202,9 +202,9 @@ def test_interrupted_append_is_finished_by_calling_it_again(tmp_path, monkeypatc
     with pytest.raises(StoreError, match=rf"cannot finalise .*an interrupted {op} is pending"):
         st.finalize_store(path)
     with pytest.raises(StoreError, match=f"has an interrupted {op} of another cube"):
-        append(path, make_cube(10, seed=9, halo_offset=900)[0] if kind == "halos"
-               else make_cube(catalog=cat, n_real=2, hseed=4, real_offset=20)[0])
-    append(path, new)
+        append(make_cube(10, seed=9, halo_offset=900)[0] if kind == "halos"
+               else make_cube(catalog=cat, n_real=2, hseed=4, real_offset=20)[0], path)
+    append(new, path)
     ds = st.open_store(path)
     assert np.array_equal(ds["posterior"].values.view(np.uint32), union["posterior"].values.view(np.uint32))
     assert ds.attrs["catalog_hash"] == union.attrs["catalog_hash"]

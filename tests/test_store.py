@@ -275,7 +275,8 @@ def test_append_halos_equals_one_build_of_the_union(tmp_path):
     path = tmp_path / "h.zarr"
     st.to_store(cube_a, path, progress=False, inner_halo_chunk=8, realization_chunk=2)
     before = {p: os.stat(path / p).st_mtime_ns for p in file_digests(path, "posterior") if "/c/" in p}
-    st.append_halos(path, cube_b)
+    with pytest.warns(FutureWarning, match=r"append_halos\(ds, path\)"):  # the older order still works
+        st.append_halos(path, cube_b)
     union = make_cube(catalog=xr.concat([cat_a, cat_b], "halo"), hyper=hyp)[0]
     ds = st.open_store(path)
     assert ds.sizes["halo"] == 105
@@ -299,7 +300,8 @@ def test_append_realizations_equals_one_build_of_the_union(tmp_path):
     path = tmp_path / "r.zarr"
     # realization_chunk 4 -> shards of 8 realizations: the 6 stored leave the shard partly filled
     st.to_store(cube_a, path, progress=False, inner_halo_chunk=8, realization_chunk=4)
-    st.append_realizations(path, cube_b)
+    with pytest.warns(FutureWarning, match=r"append_realizations\(ds, path\)"):  # the older order still works
+        st.append_realizations(path, cube_b)
     union = make_cube(catalog=cat, hyper=xr.concat([hyp_a, hyp_b], "realization"))[0]
     ds = st.open_store(path)
     assert ds.sizes["realization"] == 11
@@ -313,7 +315,7 @@ def test_append_realizations_equals_one_build_of_the_union(tmp_path):
     assert report.ok and report.n_chunks == 3 * 3, str(report)
     # appending again fills the second, partial shard
     cube_c, _, hyp_c = make_cube(catalog=cat, n_real=2, hseed=9, real_offset=11)
-    st.append_realizations(path, cube_c)
+    st.append_realizations(cube_c, path)
     union = make_cube(catalog=cat, hyper=xr.concat([hyp_a, hyp_b, hyp_c], "realization"))[0]
     assert np.array_equal(st.open_store(path)["posterior"].values, union["posterior"].values)
     assert st.verify_store(path).ok
@@ -331,19 +333,19 @@ def test_append_refusals(tmp_path):
     path = tmp_path / "x.zarr"
     st.to_store(cube_a, path, progress=False)
     with pytest.raises(StoreError, match=r"40 halo id\(s\) already in the store \(0, 1, 2, 3, 4 \(and 35 more\)\)"):
-        st.append_halos(path, cube_a)
+        st.append_halos(cube_a, path)
     with pytest.raises(StoreError, match=r"realization label\(s\) already in the store"):
-        st.append_realizations(path, make_cube(catalog=cat, hseed=3)[0])
+        st.append_realizations(make_cube(catalog=cat, hseed=3)[0], path)
     with pytest.raises(StoreError, match="model differs from the store's:\n  - hyper_hash"):
-        st.append_halos(path, make_cube(20, seed=4, hseed=7, halo_offset=500)[0])
+        st.append_halos(make_cube(20, seed=4, hseed=7, halo_offset=500)[0], path)
     with pytest.raises(StoreError, match="mass grid differs"):
-        st.append_halos(path, make_cube(20, seed=4, halo_offset=500, n_mass=90)[0])
+        st.append_halos(make_cube(20, seed=4, halo_offset=500, n_mass=90)[0], path)
     with pytest.raises(StoreError, match="halo ids differ"):
-        st.append_realizations(path, make_cube(30, real_offset=10)[0])
+        st.append_realizations(make_cube(30, real_offset=10)[0], path)
     unfinished = tmp_path / "u.zarr"
     st.init_store(cube_a, unfinished)
     with pytest.raises(IncompleteStoreError, match="its build is not complete; finish it with to_store"):
-        st.append_halos(unfinished, make_cube(20, seed=4, halo_offset=500)[0])
+        st.append_halos(make_cube(20, seed=4, halo_offset=500)[0], unfinished)
     assert st.verify_store(path).ok  # refusals changed nothing
 
 

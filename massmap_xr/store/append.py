@@ -4,6 +4,9 @@ what is stored except the one partly filled slab or shard the new data share wit
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
@@ -136,7 +139,193 @@ def resize_tables(group, rows: int, cols: int) -> None:
             group[name].resize((rows, cols))
 
 
-def append_halos(path, ds: xr.Dataset, *, progress: bool = False, storage_options: dict | None = None) -> str:
+def _cube_first(ds, path, operation: str):
+    """``(ds, path)`` of a call in either order: ``operation(ds, path)``, or the older
+    ``operation(path, ds)`` (still accepted, with a FutureWarning)."""
+    if isinstance(path, xr.Dataset) and not isinstance(ds, xr.Dataset):
+        warnings.warn(f"{operation}(path, ds) is deprecated: pass the cube first, {operation}(ds, path)",
+                      FutureWarning, stacklevel=3)
+        return path, ds
+    return ds, path
+
+
+@dataclass(frozen=True)
+class _Append:
+    """What differs between appending halos and appending realizations."""
+
+    dim: str            # the dimension extended
+    other: str          # the coordinate that must equal the store's
+    hash_name: str      # the hash of what is appended (catalog_hash / hyper_hash)
+    model_keys: tuple   # hashes that must equal the store's
+    other_differs: str  # problem when ``other`` differs
+    head: str           # head of the refusal when the model differs ({path!r} filled in)
+    fix: str            # how to build a cube that fits
+    plan: Callable      # (group, attrs, ds, layout, cube_hash, path) -> pending record of a fresh append
+    prepare: Callable   # (group, pend, layout, path) -> checksum-table region to reset, after extending arrays
+    jobs: Callable      # (ds, crc, layout, pend) -> (slab jobs, halos in total for progress)
+
+
+def _append(spec: _Append, ds: xr.Dataset, path, progress: bool, storage_options) -> str:
+    """The append skeleton: check, record the pending append, extend the metadata, write slabs, finalise."""
+    operation = f"append_{spec.dim}s"
+    path, group, attrs, cube_hash, pend, ds = _begin_append(path, ds, operation, spec.hash_name, storage_options)
+    # the model is checked also when finishing an interrupted append (the pending record only
+    # identifies what is appended, not how its posteriors were computed)
+    problems = model_problems(ds, attrs, group, keys=spec.model_keys)
+    stored = np.asarray(group[spec.other][...])
+    if stored.shape != ds[spec.other].shape or not np.array_equal(stored, ds[spec.other].values):
+        problems.append(spec.other_differs)
+    raise_problems(problems, spec.head.format(path=path), spec.fix)
+    if pend is None:
+        layout = read_layout(attrs, path)
+        _same_variables(group, ds, spec.dim, path)
+        pend = spec.plan(group, attrs, ds, layout, cube_hash, path)
+        group.attrs.update({STATUS: "incomplete", PENDING: json.dumps(pend)})
+    layout = read_layout(attrs, path).replace(**{f"n_{spec.dim}": pend["n_after"]})
+    if pend["stage"] == "metadata":
+        _extend_arrays(group, ds, spec.dim, pend["n_before"], pend["n_after"], path)
+        region = spec.prepare(group, pend, layout, path)
+        group[CRC_NAME][region] = -1
+        if NORM_NAME in group:
+            group[NORM_NAME][region] = np.nan
+        pend["stage"] = "slabs"
+        group.attrs.update({LAYOUT: json.dumps(layout.to_dict()), spec.hash_name: pend[f"{spec.hash_name}_after"],
+                            PENDING: json.dumps(pend)})
+    jobs, total = spec.jobs(ds, group[CRC_NAME][...], layout, pend)
+    run_jobs(jobs, path, storage_options, layout, progress=progress, total=total,
+             initial=total - sum(j.n_halo for j in jobs), desc=f"massmap append {spec.dim}s", build_id=None)
+    return finalize(path, storage_options, None, from_append=True)
+
+
+def _plan_halos(group, attrs, ds, layout, cube_hash, path) -> dict:
+    old = stored_catalog(group)
+    ids = np.asarray(ds["halo"].values)
+    clash = np.intersect1d(old["halo"], ids)
+    if clash.size or np.unique(ids).size != ids.size:
+        raise StoreError(
+            f"cannot append halos to {path!r}: {clash.size} halo id(s) already in the store "
+            f"({format_offenders(clash)}) or repeated in the cube; halo ids must be unique, e.g. "
+            f"cube.assign_coords(halo=cube.halo + {int(old['halo'].max()) + 1})"
+        )
+    old_with, old_without = catalog_hash_of(old)
+    if attrs.get("catalog_hash") not in (old_with, old_without):
+        raise StoreError(f"cannot append halos to {path!r}: its catalogue variables no longer match its "
+                         "catalog_hash; run verify_store() on it")
+    new_hashes = catalog_hash_of({k: ds[k].values for k in ("halo", "z", "lum_obs", "sigma_obs")})
+    with_sigma = not (attrs.get("catalog_hash") == old_without and cube_hash == new_hashes[1])
+    union = {k: np.concatenate([old[k], np.asarray(ds[k].values, dtype=old[k].dtype)]) for k in old}
+    union_hash = catalog_hash_of(union)[0 if with_sigma else 1]
+    n_old, n_add = layout.n_halo, ds.sizes["halo"]
+    row, rem = divmod(n_old, layout.halo_chunk)
+    partial = None
+    if rem:
+        partial = [int(c) for c in group[CRC_NAME][row, :]]
+        read_checked(group, slice(row * layout.halo_chunk, n_old), slice(0, layout.n_realization), partial, layout)
+    return {"operation": "append_halos", "stage": "metadata", "cube_hash": cube_hash,
+            "n_before": n_old, "n_after": n_old + n_add, "catalog_hash_after": union_hash, "partial_crc": partial}
+
+
+def _prepare_halos(group, pend, layout, path) -> tuple:
+    resize_tables(group, layout.n_halo_chunks, group[CRC_NAME].shape[1])
+    return slice(pend["n_before"] // layout.halo_chunk, None), slice(None)
+
+
+def _halo_jobs(ds, crc, layout, pend):
+    n_old, n_total = pend["n_before"], pend["n_after"]
+    row, rem = divmod(n_old, layout.halo_chunk)
+    blocks = posterior_blocks(ds, n_old, layout.halo_chunk)
+    jobs = []
+    for k, i in enumerate(range(row, layout.n_halo_chunks)):
+        if np.all(crc[i] >= 0):
+            continue
+        s = layout.halo_slice(i)
+        old = None
+        if k == 0 and rem:
+            old = {"h": (s.start, n_old), "r": (0, layout.n_realization), "axis": 0, "crc": pend["partial_crc"]}
+        jobs.append(SlabJob(i, blocks[k], s.start, 0, s.stop - max(s.start, n_old), old))
+    return jobs, n_total - n_old
+
+
+def _first_shard(layout, n_old) -> tuple[int, int]:
+    """First realization of the shard holding the store's last realization, and its chunk column."""
+    j0 = (n_old // layout.realization_shard) * layout.realization_shard
+    return j0, j0 // layout.realization_chunk
+
+
+def _plan_realizations(group, attrs, ds, layout, cube_hash, path) -> dict:
+    from massmap_xr.model.relation import HYPER_NAMES
+
+    old_r = np.asarray(group["realization"][...])
+    new_r = np.asarray(ds["realization"].values)
+    if _label_kind(old_r) != _label_kind(new_r):
+        raise StoreError(
+            f"cannot append realizations to {path!r}: the store's realization labels are {old_r.dtype} "
+            f"(first: {format_offenders(old_r, 3)}), the cube's are {new_r.dtype} (first: "
+            f"{format_offenders(new_r, 3)}); relabel the new realizations with labels of the store's kind"
+        )
+    clash = np.intersect1d(old_r, new_r)
+    if clash.size or np.unique(new_r).size != new_r.size:
+        raise StoreError(
+            f"cannot append realizations to {path!r}: {clash.size} realization label(s) already in the store "
+            f"({format_offenders(clash)}) or repeated in the cube; relabel them, e.g. "
+            f"hyper.assign_coords(realization=hyper.realization + {int(old_r.max()) + 1})"
+        )
+    n_old, n_add = layout.n_realization, ds.sizes["realization"]
+    j0, c0 = _first_shard(layout, n_old)
+    partial = None
+    if j0 < n_old:
+        partial = [[int(c) for c in row] for row in group[CRC_NAME][:, c0:layout.n_realization_chunks]]
+        for i in range(layout.n_halo_chunks):
+            read_checked(group, layout.halo_slice(i), slice(j0, n_old), partial[i], layout)
+    hyp = {k: np.concatenate([np.asarray(group[k][...], dtype=float), np.asarray(ds[k].values, dtype=float)])
+           for k in HYPER_NAMES}
+    weight = union_weights(group["weight"][...], ds["weight"].values)
+    return {"operation": "append_realizations", "stage": "metadata", "cube_hash": cube_hash,
+            "n_before": n_old, "n_after": n_old + n_add, "hyper_hash_after": hyper_hash_of({**hyp, "weight": weight}),
+            "partial_crc": partial, "weight": weight.tolist()}
+
+
+def _prepare_realizations(group, pend, layout, path) -> tuple:
+    _write_values(group["weight"], np.asarray(pend["weight"]), (slice(None),), path, "weight")
+    resize_tables(group, layout.n_halo_chunks, layout.n_realization_chunks)
+    return slice(None), slice(_first_shard(layout, pend["n_before"])[1], None)
+
+
+def _realization_jobs(ds, crc, layout, pend):
+    n_old = pend["n_before"]
+    j0, c0 = _first_shard(layout, n_old)
+    blocks = posterior_blocks(ds, 0, layout.halo_chunk)
+    jobs = []
+    for i in range(layout.n_halo_chunks):
+        if np.all(crc[i, c0:] >= 0):
+            continue
+        s = layout.halo_slice(i)
+        old = None
+        if j0 < n_old:
+            old = {"h": (s.start, s.stop), "r": (j0, n_old), "axis": 2, "crc": pend["partial_crc"][i]}
+        jobs.append(SlabJob(i, blocks[i], s.start, j0, s.stop - s.start, old))
+    return jobs, layout.n_halo
+
+
+_HALOS = _Append(
+    dim="halo", other="realization", hash_name="catalog_hash", model_keys=("hyper_hash",),
+    other_differs="realization labels differ from the store's",
+    head="cannot append halos to {path!r}: the cube's model differs from the store's",
+    fix="Build the new halos with the store's hyperparameters, mass grid, prior and method: "
+        "build_like_store(new_catalog, path).",
+    plan=_plan_halos, prepare=_prepare_halos, jobs=_halo_jobs,
+)
+_REALIZATIONS = _Append(
+    dim="realization", other="halo", hash_name="hyper_hash", model_keys=("catalog_hash",),
+    other_differs="halo ids differ from the store's (same halos in the same order are needed)",
+    head="cannot append realizations to {path!r}: the cube's halos or model differ",
+    fix="Build the new realizations from the store's catalogue, mass grid, prior and method: "
+        "build_like_store(catalog, path, hyper=new_draws).",
+    plan=_plan_realizations, prepare=_prepare_realizations, jobs=_realization_jobs,
+)
+
+
+def append_halos(ds: xr.Dataset, path, *, progress: bool = False, storage_options: dict | None = None) -> str:
     """Append the halos of cube ``ds`` to a complete store, without rewriting the stored halos.
 
     ``ds`` must have the store's realizations (same hyperparameter hash), mass grid, prior and
@@ -152,10 +341,10 @@ def append_halos(path, ds: xr.Dataset, *, progress: bool = False, storage_option
 
     Parameters
     ----------
-    path : str or path-like
-        A complete massmap store.
     ds : xarray.Dataset
         Cube of the new halos, from :func:`~massmap_xr.cube.build_posterior`.
+    path : str or path-like
+        A complete massmap store.
     progress : bool, default False
         Show a progress bar.
     storage_options : dict, optional
@@ -166,72 +355,8 @@ def append_halos(path, ds: xr.Dataset, *, progress: bool = False, storage_option
     str
         The store path.
     """
-    path, group, attrs, cube_hash, pend, ds = _begin_append(path, ds, "append_halos", "catalog_hash",
-                                                            storage_options)
-    new_hashes = catalog_hash_of({k: ds[k].values for k in ("halo", "z", "lum_obs", "sigma_obs")})
-    # the model is checked also when finishing an interrupted append (the pending record only
-    # identifies the halos, not how their posteriors were computed)
-    problems = model_problems(ds, attrs, group, keys=("hyper_hash",))
-    stored_r = np.asarray(group["realization"][...])
-    if stored_r.shape != ds["realization"].shape or not np.array_equal(stored_r, ds["realization"].values):
-        problems.append("realization labels differ from the store's")
-    raise_problems(problems, f"cannot append halos to {path!r}: the cube's model differs from the store's",
-                    "Build the new halos with the store's hyperparameters, mass grid, prior and method: "
-                    "build_like_store(new_catalog, path).")
-    if pend is None:
-        layout = read_layout(attrs, path)
-        _same_variables(group, ds, "halo", path)
-        old = stored_catalog(group)
-        ids = np.asarray(ds["halo"].values)
-        clash = np.intersect1d(old["halo"], ids)
-        if clash.size or np.unique(ids).size != ids.size:
-            raise StoreError(
-                f"cannot append halos to {path!r}: {clash.size} halo id(s) already in the store "
-                f"({format_offenders(clash)}) or repeated in the cube; halo ids must be unique, e.g. "
-                f"cube.assign_coords(halo=cube.halo + {int(old['halo'].max()) + 1})"
-            )
-        old_with, old_without = catalog_hash_of(old)
-        if attrs.get("catalog_hash") not in (old_with, old_without):
-            raise StoreError(f"cannot append halos to {path!r}: its catalogue variables no longer match its "
-                             "catalog_hash; run verify_store() on it")
-        with_sigma = not (attrs.get("catalog_hash") == old_without and cube_hash == new_hashes[1])
-        union = {k: np.concatenate([old[k], np.asarray(ds[k].values, dtype=old[k].dtype)]) for k in old}
-        union_hash = catalog_hash_of(union)[0 if with_sigma else 1]
-        n_old, n_add = layout.n_halo, ds.sizes["halo"]
-        row, rem = divmod(n_old, layout.halo_chunk)
-        partial = None
-        if rem:
-            partial = [int(c) for c in group[CRC_NAME][row, :]]
-            read_checked(group, slice(row * layout.halo_chunk, n_old), slice(0, layout.n_realization), partial, layout)
-        pend = {"operation": "append_halos", "stage": "metadata", "cube_hash": cube_hash,
-                "n_before": n_old, "n_after": n_old + n_add, "catalog_hash_after": union_hash, "partial_crc": partial}
-        group.attrs.update({STATUS: "incomplete", PENDING: json.dumps(pend)})
-    layout = read_layout(attrs, path).replace(n_halo=pend["n_after"])
-    n_old, n_total = pend["n_before"], pend["n_after"]
-    row, rem = divmod(n_old, layout.halo_chunk)
-    if pend["stage"] == "metadata":
-        _extend_arrays(group, ds, "halo", n_old, n_total, path)
-        resize_tables(group, layout.n_halo_chunks, group[CRC_NAME].shape[1])
-        group[CRC_NAME][row:, :] = -1
-        if NORM_NAME in group:
-            group[NORM_NAME][row:, :] = np.nan
-        pend["stage"] = "slabs"
-        group.attrs.update({LAYOUT: json.dumps(layout.to_dict()), "catalog_hash": pend["catalog_hash_after"],
-                            PENDING: json.dumps(pend)})
-    crc = group[CRC_NAME][...]
-    blocks = posterior_blocks(ds, n_old, layout.halo_chunk)
-    jobs = []
-    for k, i in enumerate(range(row, layout.n_halo_chunks)):
-        if np.all(crc[i] >= 0):
-            continue
-        s = layout.halo_slice(i)
-        old = None
-        if k == 0 and rem:
-            old = {"h": (s.start, n_old), "r": (0, layout.n_realization), "axis": 0, "crc": pend["partial_crc"]}
-        jobs.append(SlabJob(i, blocks[k], s.start, 0, s.stop - max(s.start, n_old), old))
-    run_jobs(jobs, path, storage_options, layout, progress=progress, total=n_total - n_old,
-              initial=n_total - n_old - sum(j.n_halo for j in jobs), desc="massmap append halos", build_id=None)
-    return finalize(path, storage_options, None, from_append=True)
+    ds, path = _cube_first(ds, path, "append_halos")
+    return _append(_HALOS, ds, path, progress, storage_options)
 
 
 def read_checked(group, hs: slice, rs: slice, crcs, layout: StoreLayout) -> np.ndarray:
@@ -262,7 +387,8 @@ def union_weights(w_old: np.ndarray, w_new: np.ndarray) -> np.ndarray:
     return raw / raw.sum()
 
 
-def append_realizations(path, ds: xr.Dataset, *, progress: bool = False, storage_options: dict | None = None) -> str:
+def append_realizations(ds: xr.Dataset, path, *, progress: bool = False,
+                        storage_options: dict | None = None) -> str:
     """Append the hyperparameter realizations of cube ``ds`` to a complete store.
 
     ``ds`` must have the store's halos (same catalogue hash), mass grid, prior and method, and
@@ -282,12 +408,12 @@ def append_realizations(path, ds: xr.Dataset, *, progress: bool = False, storage
 
     Parameters
     ----------
-    path : str or path-like
-        A complete massmap store.
     ds : xarray.Dataset
         Cube of the new realizations, from :func:`~massmap_xr.cube.build_posterior` with the
         store's catalogue; give its realizations new labels, e.g.
         ``hyper.assign_coords(realization=hyper.realization + n_stored)``.
+    path : str or path-like
+        A complete massmap store.
     progress : bool, default False
         Show a progress bar.
     storage_options : dict, optional
@@ -304,79 +430,5 @@ def append_realizations(path, ds: xr.Dataset, *, progress: bool = False, storage
     differ from those one build of the union would make, so values agree statistically, not
     bitwise; analytic cubes agree bitwise.
     """
-    from massmap_xr.model.relation import HYPER_NAMES
-
-    path, group, attrs, cube_hash, pend, ds = _begin_append(path, ds, "append_realizations", "hyper_hash",
-                                                            storage_options)
-    # the model is checked also when finishing an interrupted append
-    problems = model_problems(ds, attrs, group, keys=("catalog_hash",))
-    stored_ids = np.asarray(group["halo"][...])
-    if stored_ids.shape != ds["halo"].shape or not np.array_equal(stored_ids, ds["halo"].values):
-        problems.append("halo ids differ from the store's (same halos in the same order are needed)")
-    raise_problems(problems, f"cannot append realizations to {path!r}: the cube's halos or model differ",
-                    "Build the new realizations from the store's catalogue, mass grid, prior and method: "
-                    "build_like_store(catalog, path, hyper=new_draws).")
-    if pend is None:
-        layout = read_layout(attrs, path)
-        _same_variables(group, ds, "realization", path)
-        old_r = np.asarray(group["realization"][...])
-        new_r = np.asarray(ds["realization"].values)
-        if _label_kind(old_r) != _label_kind(new_r):
-            raise StoreError(
-                f"cannot append realizations to {path!r}: the store's realization labels are {old_r.dtype} "
-                f"(first: {format_offenders(old_r, 3)}), the cube's are {new_r.dtype} (first: "
-                f"{format_offenders(new_r, 3)}); relabel the new realizations with labels of the store's kind"
-            )
-        clash = np.intersect1d(old_r, new_r)
-        if clash.size or np.unique(new_r).size != new_r.size:
-            raise StoreError(
-                f"cannot append realizations to {path!r}: {clash.size} realization label(s) already in the store "
-                f"({format_offenders(clash)}) or repeated in the cube; relabel them, e.g. "
-                f"hyper.assign_coords(realization=hyper.realization + {int(old_r.max()) + 1})"
-            )
-        n_old, n_add = layout.n_realization, ds.sizes["realization"]
-        j0 = (n_old // layout.realization_shard) * layout.realization_shard
-        c0 = j0 // layout.realization_chunk
-        partial = None
-        if j0 < n_old:
-            partial = [[int(c) for c in row] for row in group[CRC_NAME][:, c0:layout.n_realization_chunks]]
-            for i in range(layout.n_halo_chunks):
-                read_checked(group, layout.halo_slice(i), slice(j0, n_old), partial[i], layout)
-        hyp = {k: np.concatenate([np.asarray(group[k][...], dtype=float), np.asarray(ds[k].values, dtype=float)])
-               for k in HYPER_NAMES}
-        weight = union_weights(group["weight"][...], ds["weight"].values)
-        pend = {"operation": "append_realizations", "stage": "metadata", "cube_hash": cube_hash,
-                "n_before": n_old, "n_after": n_old + n_add, "hyper_hash_after": hyper_hash_of({**hyp, "weight": weight}),
-                "partial_crc": partial, "weight": weight.tolist()}
-        group.attrs.update({STATUS: "incomplete", PENDING: json.dumps(pend)})
-    layout_old = read_layout(attrs, path)
-    n_old, n_total = pend["n_before"], pend["n_after"]
-    if layout_old.n_realization != n_old:  # resumed after the metadata stage
-        layout_old = layout_old.replace(n_realization=n_old)
-    layout = layout_old.replace(n_realization=n_total)
-    j0 = (n_old // layout.realization_shard) * layout.realization_shard
-    c0 = j0 // layout.realization_chunk
-    if pend["stage"] == "metadata":
-        _extend_arrays(group, ds, "realization", n_old, n_total, path)
-        _write_values(group["weight"], np.asarray(pend["weight"]), (slice(None),), path, "weight")
-        resize_tables(group, layout.n_halo_chunks, layout.n_realization_chunks)
-        group[CRC_NAME][:, c0:] = -1
-        if NORM_NAME in group:
-            group[NORM_NAME][:, c0:] = np.nan
-        pend["stage"] = "slabs"
-        group.attrs.update({LAYOUT: json.dumps(layout.to_dict()), "hyper_hash": pend["hyper_hash_after"],
-                            PENDING: json.dumps(pend)})
-    crc = group[CRC_NAME][...]
-    blocks = posterior_blocks(ds, 0, layout.halo_chunk)
-    jobs = []
-    for i in range(layout.n_halo_chunks):
-        if np.all(crc[i, c0:] >= 0):
-            continue
-        s = layout.halo_slice(i)
-        old = None
-        if j0 < n_old:
-            old = {"h": (s.start, s.stop), "r": (j0, n_old), "axis": 2, "crc": pend["partial_crc"][i]}
-        jobs.append(SlabJob(i, blocks[i], s.start, j0, s.stop - s.start, old))
-    run_jobs(jobs, path, storage_options, layout, progress=progress, total=layout.n_halo,
-              initial=layout.n_halo - sum(j.n_halo for j in jobs), desc="massmap append realizations", build_id=None)
-    return finalize(path, storage_options, None, from_append=True)
+    ds, path = _cube_first(ds, path, "append_realizations")
+    return _append(_REALIZATIONS, ds, path, progress, storage_options)
