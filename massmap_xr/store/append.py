@@ -412,17 +412,8 @@ def append_realizations(ds: xr.Dataset, path, *, progress: bool = False,
         Cube of the new realizations, from :func:`~massmap_xr.cube.build_posterior` with the
         store's catalogue; give its realizations new labels, e.g.
         ``hyper.assign_coords(realization=hyper.realization + n_stored)``.
-    path : str or path-like
-        A complete massmap store.
-    progress : bool, default False
-        Show a progress bar.
-    storage_options : dict, optional
-        fsspec options for URLs.
-
-    Returns
-    -------
-    str
-        The store path.
+    path, progress, storage_options
+        As for :func:`append_halos`, which also returns the store path.
 
     Notes
     -----

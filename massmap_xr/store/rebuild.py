@@ -44,34 +44,15 @@ def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | Non
         unreadable Tinker parameters).
     """
     from massmap_xr.cube import HYPER_NAMES, build_posterior
-    from massmap_xr.model.prior import TablePrior, TinkerPrior
+    from massmap_xr.model.prior import prior_from_attrs
 
     # a store with an interrupted append is read too: rebuilding the appended cube is how that
     # append is finished when the cube first passed was refused
     pending = PENDING in open_group(str(path), storage_options, mode="r").attrs
     store = open_store(path, storage_options=storage_options, allow_incomplete=pending)
     attrs = store.attrs
-    kind = attrs.get("prior")
-    if kind == "TinkerPrior":
-        # stores written before z_max, dz and dlog10m were recorded still have the nodes in prior_z
-        zn = np.asarray(store["prior_z"].values, dtype=float) if "prior_z" in store.variables else np.zeros(0)
-        z_max = attrs.get("prior_z_max", float(zn[-1]) if zn.size > 1 else 4.0)
-        dz = attrs.get("prior_dz", float(np.round(zn[1] - zn[0], 12)) if zn.size > 1 else 0.05)
-        try:
-            prior = TinkerPrior(z_max=float(z_max), dz=float(dz), cosmology=attrs["prior_cosmology"],
-                                hmf_model=attrs["prior_hmf_model"], transfer_model=attrs["prior_transfer_model"],
-                                dlog10m=float(attrs.get("prior_dlog10m", 0.005)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"{str(path)!r}: cannot rebuild its TinkerPrior from the prior_* attributes "
-                             f"({type(exc).__name__}: {exc}); build the cube with build_posterior(..., prior=...) "
-                             "using the store's prior") from None
-    elif kind == "TablePrior" and "prior_dndm" in store:
-        table = store["prior_dndm"].load().rename(prior_z="z")
-        table.attrs = {k[len("prior_table_"):]: v for k, v in attrs.items() if k.startswith("prior_table_")}
-        prior = TablePrior(table)
-    else:
-        raise StoreError(f"{str(path)!r}: cannot rebuild its prior ({kind!r}); build the cube with "
-                         "build_posterior(..., prior=...) using the store's prior")
+    prior = prior_from_attrs(attrs, store.get("prior_z"), store.get("prior_dndm"), source=repr(str(path)),
+                             error=StoreError)
     reuse = hyper is None
     if reuse:
         names = [k for k in (*HYPER_NAMES, "weight") if k in store]

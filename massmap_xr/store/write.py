@@ -342,7 +342,14 @@ def write_slabs(
         stays incomplete.
     """
     ds = validate_cube(ds, what="write_slabs", for_store=True)
-    path = str(path)
+    return _write_slabs(ds, str(path), storage_options, halo_chunks=halo_chunks, halo_range=halo_range,
+                        overwrite=overwrite, progress=progress)
+
+
+def _write_slabs(ds: xr.Dataset, path: str, storage_options, *, halo_chunks=None, halo_range=None,
+                 overwrite: bool = False, progress: bool = False, known: bool = False) -> list[int]:
+    """:func:`write_slabs` of a validated cube; ``known``: the cube is the one the store was just
+    created or checked for (by :func:`to_store`), so it is not compared with the store again."""
     group = open_group(path, storage_options, mode="r+")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
@@ -353,7 +360,7 @@ def write_slabs(
         raise StoreError(f"store {path!r} has an interrupted {pending_record(attrs)['operation']}; finish it first by "
                          "calling that function again with the same cube")
     layout = read_layout(attrs, path)
-    start = _locate_cube(ds, group, attrs, layout, path)
+    start = 0 if known else _locate_cube(ds, group, attrs, layout, path)
     rows = _select_rows(layout, start, ds.sizes["halo"], halo_chunks, halo_range)
     crc = group[CRC_NAME][...]
     done = np.all(crc >= 0, axis=1)
@@ -557,6 +564,7 @@ def to_store(
             return path
     else:
         _, build_id = create_store(ds, path, storage_options, mode, realization_chunk, inner_halo_chunk)
-    write_slabs(ds, path, progress=progress, storage_options=storage_options)
-    finalize_store(path, storage_options=storage_options, build_id=build_id)
+    # the cube was validated above and checked against the store by create_store / _prepare_resume
+    _write_slabs(ds, path, storage_options, progress=progress, known=True)
+    finalize(path, storage_options, build_id, from_append=False)
     return path
