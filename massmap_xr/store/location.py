@@ -13,6 +13,8 @@ import zarr
 
 from massmap_xr.errors import (
     StoreError,
+    StoreExistsError,
+    check_output,
 )
 
 
@@ -52,15 +54,14 @@ def open_group(path, storage_options=None, mode="r"):
                          "expected a massmap cube store") from None
 
 
-def create_root(path, storage_options, mode):
-    """Create the store's directory; atomic for local paths (two racing builds cannot both win)."""
+def create_root(path, storage_options, mode, what: str = "to_store"):
+    """Create the store's directory; atomic for local paths (two racing builds cannot both win).
+    ``what`` (the writer's name) starts the message refusing an existing store for ``mode="w-"``."""
     fs, root = filesystem(path, storage_options)
     if fs.exists(root):
-        if mode == "w-":
-            raise StoreError(
-                f"store {str(path)!r} already exists; refusing to overwrite it. Pass mode='w' to replace it, "
-                "or resume=True to finish an interrupted build"
-            )
+        check_output(str(path), overwrite=mode != "w-", what=what, exists=True, error=StoreExistsError,
+                     hint="refusing to overwrite it. Pass mode='w' to replace it, or resume=True to finish an "
+                          "interrupted build")
         fs.rm(root, recursive=True)
     if is_local(path):
         try:

@@ -147,7 +147,8 @@ def _write_template(ds: xr.Dataset, path, layout: StoreLayout, storage_options, 
     return build_id
 
 
-def create_store(ds, path, storage_options, mode, realization_chunk, inner_halo_chunk) -> tuple[StoreLayout, str]:
+def create_store(ds, path, storage_options, mode, realization_chunk, inner_halo_chunk,
+                 what: str = "to_store") -> tuple[StoreLayout, str]:
     """Validate the cube and its template completely, then create the store (replacing an existing
     one for ``mode="w"``) and write the template: a bad cube never costs an existing store."""
     if mode == "w" and store_exists(path, storage_options):
@@ -160,7 +161,7 @@ def create_store(ds, path, storage_options, mode, realization_chunk, inner_halo_
             )
     layout, ds = layout_for(ds, realization_chunk, inner_halo_chunk)
     tmpl = _template(ds, layout)  # every check on the cube's values happens here, before anything is deleted
-    create_root(path, storage_options, mode)
+    create_root(path, storage_options, mode, what)
     return layout, _write_template(ds, path, layout, storage_options, tmpl, fresh=True)
 
 
@@ -205,7 +206,7 @@ def init_store(
     ds = validate_cube(ds, what="init_store", for_store=True)
     if mode not in ("w-", "w"):
         raise StoreError(f"init_store: mode must be 'w-' (refuse existing) or 'w' (replace), got {mode!r}")
-    return create_store(ds, str(path), storage_options, mode, realization_chunk, inner_halo_chunk)[0]
+    return create_store(ds, str(path), storage_options, mode, realization_chunk, inner_halo_chunk, "init_store")[0]
 
 
 def _locate_cube(ds: xr.Dataset, group, attrs, layout: StoreLayout, path) -> int:
