@@ -41,7 +41,7 @@ from massmap_xr.store.layout import (
     posterior_blocks,
     read_layout,
 )
-from massmap_xr.store.location import open_group
+from massmap_xr.store.location import StoreLocation, open_group
 from massmap_xr.store.slabs import SlabJob, run_jobs
 from massmap_xr.store.write import finalize
 
@@ -63,7 +63,7 @@ def _begin_append(path, ds: xr.Dataset, operation: str, hash_name: str, storage_
             f"{operation}: the cube has 0 {dim}s, nothing to append to {str(path)!r}; the store was not changed. "
             f"Pass a cube with at least one {dim}"
         )
-    path = str(path)
+    path = StoreLocation.of(path, storage_options)  # resolved once, passed on
     group = open_group(path, storage_options, mode="r+")
     attrs = dict(group.attrs)
     check_schema(attrs, path)

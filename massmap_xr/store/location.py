@@ -3,8 +3,10 @@ of a new store directory, removal of interrupted temporary files, and locations 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from dataclasses import dataclass
 
 import dask
 import numpy as np
@@ -18,11 +20,38 @@ from massmap_xr.errors import (
 )
 
 
-def filesystem(path, storage_options):
-    import fsspec
+@dataclass(frozen=True, eq=False)
+class StoreLocation:
+    """One store's place: its path or URL and fsspec options, its filesystem resolved once.
 
-    fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
-    return fs, root.rstrip("/")
+    Every helper here takes either a path (with its ``storage_options``) or a StoreLocation
+    (whose own options are used); a writer resolves its path once and passes the handle on.
+    ``str()`` and ``repr()`` are those of the path, so messages read as before.
+    """
+
+    path: str
+    storage_options: dict | None = None
+
+    @classmethod
+    def of(cls, path, storage_options=None) -> StoreLocation:
+        return path if isinstance(path, StoreLocation) else cls(str(path), storage_options)
+
+    @functools.cached_property
+    def fs_root(self) -> tuple:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.path, **(self.storage_options or {}))
+        return fs, root.rstrip("/")
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return repr(self.path)
+
+
+def filesystem(path, storage_options):
+    return StoreLocation.of(path, storage_options).fs_root
 
 
 def is_local(path) -> bool:
@@ -38,7 +67,8 @@ def local_path(path) -> str:
 def zarr_store(path, storage_options=None, read_only=False):
     if is_local(path):
         return zarr.storage.LocalStore(local_path(path), read_only=read_only)
-    return zarr.storage.FsspecStore.from_url(str(path), storage_options=storage_options or {}, read_only=read_only)
+    loc = StoreLocation.of(path, storage_options)
+    return zarr.storage.FsspecStore.from_url(loc.path, storage_options=loc.storage_options or {}, read_only=read_only)
 
 
 def store_exists(path, storage_options=None) -> bool:

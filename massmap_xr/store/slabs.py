@@ -108,7 +108,7 @@ def run_jobs(jobs: list[SlabJob], path, storage_options, layout: StoreLayout, *,
             if build_id is not None:
                 check_build_id(path, storage_options, build_id)
             part = jobs[b0:b0 + batch]
-            tasks = [write(j.block, path, storage_options, layout.to_dict(), j.h0, j.r0, w, j.old) for j in part]
+            tasks = [write(j.block, str(path), storage_options, layout.to_dict(), j.h0, j.r0, w, j.old) for j in part]
             refused = []
             for j, result in zip(part, dask.compute(*tasks), strict=True):
                 if isinstance(result, dict):

@@ -87,6 +87,7 @@ from massmap_xr.store.layout import (
     read_layout,
 )
 from massmap_xr.store.location import (
+    StoreLocation,
     create_root,
     filesystem,
     lazy_sources,
@@ -450,7 +451,7 @@ def finalize(path: str, storage_options, build_id, *, from_append: bool) -> str:
         STATUS: "complete",
     })
     group.attrs.put(new)  # one write of the root metadata: complete and its invariants appear together
-    return path
+    return str(path)
 
 
 def _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chunk) -> tuple[StoreLayout, str | None]:
@@ -558,14 +559,14 @@ def to_store(
     ds = validate_cube(ds, what="to_store", for_store=True)
     if mode not in ("w-", "w"):
         raise StoreError(f"to_store: mode must be 'w-' (refuse existing) or 'w' (replace), got {mode!r}")
-    path = str(path)
+    path = StoreLocation.of(path, storage_options)  # resolved once, passed on
     if resume and store_exists(path, storage_options):
         _, build_id = _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chunk)
         if dict(open_group(path, storage_options).attrs).get(STATUS) == "complete":
-            return path
+            return str(path)
     else:
         _, build_id = create_store(ds, path, storage_options, mode, realization_chunk, inner_halo_chunk)
     # the cube was validated above and checked against the store by create_store / _prepare_resume
     _write_slabs(ds, path, storage_options, progress=progress, known=True)
     finalize(path, storage_options, build_id, from_append=False)
-    return path
+    return str(path)
