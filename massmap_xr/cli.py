@@ -115,7 +115,7 @@ def cmd_append_halos(args) -> int:
         top = int(open_store(args.store)["halo"].max())
         cat = cat.assign_coords(halo=top + 1 + (cat["halo"] - cat["halo"].min()))
     try:
-        append_halos(args.store, build_like_store(cat, args.store), progress=not args.quiet)
+        append_halos(build_like_store(cat, args.store), args.store, progress=not args.quiet)
     except MassmapError as exc:
         if "already in the store" in str(exc) and not args.renumber:
             raise type(exc)(f"{exc}; or pass --renumber") from None
@@ -133,7 +133,7 @@ def cmd_append_realizations(args) -> int:
     top = int(ds["realization"].max())
     hyper = hyper.assign_coords(realization=top + 1 + np.arange(hyper.sizes["realization"]))
     cat = ds[[k for k in ds.data_vars if ds[k].dims == ("halo",)]]
-    append_realizations(args.store, build_like_store(cat, args.store, hyper=hyper), progress=not args.quiet)
+    append_realizations(build_like_store(cat, args.store, hyper=hyper), args.store, progress=not args.quiet)
     print(f"appended {hyper.sizes['realization']} realizations to {args.store}")
     return 0
 

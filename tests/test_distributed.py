@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from test_store import file_digests, make_cube
 
-from massmap_xr.store import core as st
+import massmap_xr.store as st
+from massmap_xr.store import slabs
 
 distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def test_build_open_and_reduce_on_a_local_cluster_match_threads(tmp_path):
                                  local_directory=str(tmp_path / "dask-worker-space")) as cluster,
         distributed.Client(cluster) as client,
     ):
-        assert st._n_workers() == 2
+        assert slabs.n_workers() == 2
         with distributed.get_task_stream(client) as stream:
             st.to_store(cube, url, progress=False)
             ds = st.open_store(url)

@@ -13,8 +13,10 @@ import xarray as xr
 import zarr
 from test_store import file_digests, make_cube, run_py, script
 
+import massmap_xr.store as st
 from massmap_xr.errors import IncompleteStoreError, StoreError
-from massmap_xr.store import core as st
+from massmap_xr.store import append as store_append
+from massmap_xr.store import slabs
 
 N_HALO, SLAB = 120, 4  # 30 slabs
 
@@ -159,8 +161,8 @@ def test_resume_refuses_a_directory_it_did_not_write(tmp_path, small):
         st.to_store(cube, tmp_path / "foreign.zarr", resume=True, progress=False)
 
 
-def _crash_on_call(monkeypatch, target: str, n: int):
-    real = getattr(st, target)
+def _crash_on_call(monkeypatch, module, target: str, n: int):
+    real = getattr(module, target)
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -169,7 +171,7 @@ def _crash_on_call(monkeypatch, target: str, n: int):
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(st, target, flaky)
+    monkeypatch.setattr(module, target, flaky)
 
 
 @pytest.mark.parametrize("stage", ["metadata", "slabs"])
@@ -187,10 +189,11 @@ def test_interrupted_append_is_finished_by_calling_it_again(tmp_path, monkeypatc
     path = tmp_path / "a.zarr"
     st.to_store(base, path, progress=False, inner_halo_chunk=8, realization_chunk=4)
     with monkeypatch.context() as m:
-        m.setattr(st, "_n_workers", lambda: 1)
-        _crash_on_call(m, "_resize_tables" if stage == "metadata" else "_write_block", 1 if stage == "metadata" else 3)
+        m.setattr(slabs, "n_workers", lambda: 1)
+        _crash_on_call(m, *((store_append, "resize_tables") if stage == "metadata" else (slabs, "write_block")),
+                       1 if stage == "metadata" else 3)
         with pytest.raises(RuntimeError, match="simulated crash"):
-            append(path, new)
+            append(new, path)
     op = f"append_{kind}"
     with pytest.raises(IncompleteStoreError, match=rf"finish it by calling {op}\(\) again with the same cube"):
         st.open_store(path)
@@ -200,9 +203,9 @@ def test_interrupted_append_is_finished_by_calling_it_again(tmp_path, monkeypatc
     with pytest.raises(StoreError, match=rf"cannot finalise .*an interrupted {op} is pending"):
         st.finalize_store(path)
     with pytest.raises(StoreError, match=f"has an interrupted {op} of another cube"):
-        append(path, make_cube(10, seed=9, halo_offset=900)[0] if kind == "halos"
-               else make_cube(catalog=cat, n_real=2, hseed=4, real_offset=20)[0])
-    append(path, new)
+        append(make_cube(10, seed=9, halo_offset=900)[0] if kind == "halos"
+               else make_cube(catalog=cat, n_real=2, hseed=4, real_offset=20)[0], path)
+    append(new, path)
     ds = st.open_store(path)
     assert np.array_equal(ds["posterior"].values.view(np.uint32), union["posterior"].values.view(np.uint32))
     assert ds.attrs["catalog_hash"] == union.attrs["catalog_hash"]

@@ -17,8 +17,11 @@ import pytest
 import xarray as xr
 import zarr
 
+import massmap_xr.store as st
 from massmap_xr.errors import IncompleteStoreError, StoreError
-from massmap_xr.store import core as st
+from massmap_xr.store import append as store_append
+from massmap_xr.store import layout as store_layout
+from massmap_xr.store import slabs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +102,7 @@ def test_round_trip_is_bitwise(tmp_path, cube, backend):
         np.testing.assert_array_equal(ds[k].values, src[k].values)
     assert ds.attrs["catalog_hash"] == src.attrs["catalog_hash"]
     assert ds.attrs["hyper_hash"] == src.attrs["hyper_hash"]
-    assert not set(st._BOOKKEEPING) & set(ds.attrs)  # bookkeeping stays internal
+    assert not set(store_layout.BOOKKEEPING) & set(ds.attrs)  # bookkeeping stays internal
     assert st.CRC_NAME not in ds.variables and st.NORM_NAME not in ds.variables
     assert post.attrs["units"] == "dex(solMass)-1"
     assert ds["mass"].attrs["units"] == "solMass"
@@ -142,11 +145,11 @@ def test_layout_dataclass_round_trip_and_validation():
 
 
 def test_default_layout_at_full_field_scale():
-    lay = st._make_layout(115919, 400, 100, 416)
+    lay = store_layout.make_layout(115919, 400, 100, 416)
     assert (lay.inner_halo_chunk, lay.realization_chunk, lay.realization_shard) == (32, 10, 100)
     assert 4 * 32 * 400 * 10 == 512_000  # ~512 KiB inner chunks
     # a slab size with no divisor in [4, 32] is stored unsharded along halo
-    assert st._make_layout(100, 400, 100, 37).inner_halo_chunk == 37
+    assert store_layout.make_layout(100, 400, 100, 37).inner_halo_chunk == 37
 
 
 def test_mode_w_minus_refuses_and_w_replaces(tmp_path, cube):
@@ -274,7 +277,8 @@ def test_append_halos_equals_one_build_of_the_union(tmp_path):
     path = tmp_path / "h.zarr"
     st.to_store(cube_a, path, progress=False, inner_halo_chunk=8, realization_chunk=2)
     before = {p: os.stat(path / p).st_mtime_ns for p in file_digests(path, "posterior") if "/c/" in p}
-    st.append_halos(path, cube_b)
+    with pytest.warns(FutureWarning, match=r"append_halos\(ds, path\)"):  # the older order still works
+        st.append_halos(path, cube_b)
     union = make_cube(catalog=xr.concat([cat_a, cat_b], "halo"), hyper=hyp)[0]
     ds = st.open_store(path)
     assert ds.sizes["halo"] == 105
@@ -298,7 +302,8 @@ def test_append_realizations_equals_one_build_of_the_union(tmp_path):
     path = tmp_path / "r.zarr"
     # realization_chunk 4 -> shards of 8 realizations: the 6 stored leave the shard partly filled
     st.to_store(cube_a, path, progress=False, inner_halo_chunk=8, realization_chunk=4)
-    st.append_realizations(path, cube_b)
+    with pytest.warns(FutureWarning, match=r"append_realizations\(ds, path\)"):  # the older order still works
+        st.append_realizations(path, cube_b)
     union = make_cube(catalog=cat, hyper=xr.concat([hyp_a, hyp_b], "realization"))[0]
     ds = st.open_store(path)
     assert ds.sizes["realization"] == 11
@@ -312,17 +317,17 @@ def test_append_realizations_equals_one_build_of_the_union(tmp_path):
     assert report.ok and report.n_chunks == 3 * 3, str(report)
     # appending again fills the second, partial shard
     cube_c, _, hyp_c = make_cube(catalog=cat, n_real=2, hseed=9, real_offset=11)
-    st.append_realizations(path, cube_c)
+    st.append_realizations(cube_c, path)
     union = make_cube(catalog=cat, hyper=xr.concat([hyp_a, hyp_b, hyp_c], "realization"))[0]
     assert np.array_equal(st.open_store(path)["posterior"].values, union["posterior"].values)
     assert st.verify_store(path).ok
 
 
 def test_union_weights_count_each_set_by_its_size():
-    w = st._union_weights(np.array([0.5, 0.25, 0.25]), np.array([1.0]))
+    w = store_append.union_weights(np.array([0.5, 0.25, 0.25]), np.array([1.0]))
     # set A relative weights 2:1:1 with mean 1 -> 1.5, .75, .75; set B -> 1; total 4
     np.testing.assert_allclose(w, [0.375, 0.1875, 0.1875, 0.25], rtol=1e-15)
-    assert np.array_equal(st._union_weights(np.full(3, 1 / 3), np.full(7, 1 / 7)), np.ones(10) / 10)
+    assert np.array_equal(store_append.union_weights(np.full(3, 1 / 3), np.full(7, 1 / 7)), np.ones(10) / 10)
 
 
 def test_append_refusals(tmp_path):
@@ -330,19 +335,19 @@ def test_append_refusals(tmp_path):
     path = tmp_path / "x.zarr"
     st.to_store(cube_a, path, progress=False)
     with pytest.raises(StoreError, match=r"40 halo id\(s\) already in the store \(0, 1, 2, 3, 4 \(and 35 more\)\)"):
-        st.append_halos(path, cube_a)
+        st.append_halos(cube_a, path)
     with pytest.raises(StoreError, match=r"realization label\(s\) already in the store"):
-        st.append_realizations(path, make_cube(catalog=cat, hseed=3)[0])
+        st.append_realizations(make_cube(catalog=cat, hseed=3)[0], path)
     with pytest.raises(StoreError, match="model differs from the store's:\n  - hyper_hash"):
-        st.append_halos(path, make_cube(20, seed=4, hseed=7, halo_offset=500)[0])
+        st.append_halos(make_cube(20, seed=4, hseed=7, halo_offset=500)[0], path)
     with pytest.raises(StoreError, match="mass grid differs"):
-        st.append_halos(path, make_cube(20, seed=4, halo_offset=500, n_mass=90)[0])
+        st.append_halos(make_cube(20, seed=4, halo_offset=500, n_mass=90)[0], path)
     with pytest.raises(StoreError, match="halo ids differ"):
-        st.append_realizations(path, make_cube(30, real_offset=10)[0])
+        st.append_realizations(make_cube(30, real_offset=10)[0], path)
     unfinished = tmp_path / "u.zarr"
     st.init_store(cube_a, unfinished)
     with pytest.raises(IncompleteStoreError, match="its build is not complete; finish it with to_store"):
-        st.append_halos(unfinished, make_cube(20, seed=4, halo_offset=500)[0])
+        st.append_halos(make_cube(20, seed=4, halo_offset=500)[0], unfinished)
     assert st.verify_store(path).ok  # refusals changed nothing
 
 
@@ -366,7 +371,7 @@ def test_peak_memory_is_bounded_by_a_batch_of_slabs(tmp_path, monkeypatch):
     big, _, _ = make_cube(1024, 40, chunks=16, n_mass=100)
     slab = 16 * 100 * 40 * 4
     total = 1024 * 100 * 40 * 4
-    monkeypatch.setattr(st, "_n_workers", lambda: 2)  # batches of 4 slabs
+    monkeypatch.setattr(slabs, "n_workers", lambda: 2)  # batches of 4 slabs
     st.to_store(make_cube(20)[0], tmp_path / "warm.zarr", progress=False)  # imports and compilation first
     tracemalloc.start()
     try:

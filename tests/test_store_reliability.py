@@ -15,10 +15,11 @@ import xarray as xr
 import zarr
 from test_store import file_digests, make_cube
 
+import massmap_xr.store as st
 from massmap_xr.cube import build_posterior
 from massmap_xr.errors import IncompleteStoreError, MassmapError, PriorError, StoreError
 from massmap_xr.model.prior import TablePrior, TinkerPrior
-from massmap_xr.store import core as st
+from massmap_xr.store import layout as store_layout
 
 #: a normalised non-uniform weight set whose renormalisation (w / max / sum) changes its last bits
 ODD_WEIGHTS = np.array([0.13658683849231343, 0.056445354695687004, 0.06329324825661109, 0.23604291507257738,
@@ -103,7 +104,7 @@ def test_tinker_prior_parameters_are_recorded_and_rebuilt(tmp_path, small):
     new = st.build_like_store(cat.assign_coords(halo=cat.halo + 100), path)
     np.testing.assert_array_equal(new["prior_z"].values, [0.0, 0.25, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(new["prior_dndm"].values, ds["prior_dndm"].values, rtol=1e-12)
-    st.append_halos(path, new)
+    st.append_halos(new, path)
     assert st.verify_store(path).ok
     # a store written before these parameters were recorded: they are read from its prior_z nodes
     meta = json.loads((path / "zarr.json").read_text())
@@ -113,7 +114,7 @@ def test_tinker_prior_parameters_are_recorded_and_rebuilt(tmp_path, small):
     again = st.build_like_store(cat.assign_coords(halo=cat.halo + 200), path)
     np.testing.assert_array_equal(again["prior_z"].values, [0.0, 0.25, 0.5, 0.75, 1.0])
     with pytest.raises(StoreError, match="prior table prior_dndm differs"):  # dlog10m defaulted: table differs
-        st.append_halos(path, again)
+        st.append_halos(again, path)
 
 
 def test_tinker_prior_with_other_parameters_is_refused(tmp_path, small):
@@ -127,7 +128,7 @@ def test_tinker_prior_with_other_parameters_is_refused(tmp_path, small):
     other = build_posterior(cat.assign_coords(halo=cat.halo + 100), small[2], prior=TinkerPrior(z_max=2.0, dz=0.25),
                             mass=mass)
     with pytest.raises(StoreError, match=r"(?s)prior_z_max: store has 1.0, cube has 2.0.*prior_z differ"):
-        st.append_halos(path, other)
+        st.append_halos(other, path)
     assert st.verify_store(path).ok
 
 
@@ -138,7 +139,7 @@ def test_table_priors_with_one_description_but_other_values_are_refused(store, s
                             mass=np.logspace(10.0, 15.5, 120), chunks=8)
     assert other.attrs["prior"] == "TablePrior"
     with pytest.raises(StoreError, match=r"prior table prior_dndm differs \(largest relative difference"):
-        st.append_halos(store, other)
+        st.append_halos(other, store)
     resumed = other.assign_coords(halo=cat.halo)  # the same catalogue, another prior: not a resume either
     with pytest.raises(StoreError, match="prior table prior_dndm differs"):
         st.to_store(resumed, store, resume=True, progress=False)
@@ -203,7 +204,7 @@ def test_build_like_store_appends_to_a_store_with_non_uniform_weights(tmp_path):
     path = tmp_path / "w.zarr"
     st.to_store(cube, path, progress=False)
     cat_b = make_cube(10, seed=12, halo_offset=500)[1]
-    st.append_halos(path, st.build_like_store(cat_b, path))
+    st.append_halos(st.build_like_store(cat_b, path), path)
     ds = st.open_store(path)
     np.testing.assert_array_equal(ds["weight"].values, stored_w)  # untouched
     union = make_cube(catalog=xr.concat([cat, cat_b], "halo"), hyper=hyper)[0]
@@ -212,7 +213,7 @@ def test_build_like_store_appends_to_a_store_with_non_uniform_weights(tmp_path):
     # a cube built directly from the stored table (renormalised again by as_hyper) is accepted too
     stored = ds[["alpha1", "alpha2", "alpha3", "alpha4", "S", "weight"]].load()
     cat_c = make_cube(6, seed=13, halo_offset=900)[1]
-    st.append_halos(path, make_cube(catalog=cat_c, hyper=stored, chunks=8)[0])
+    st.append_halos(make_cube(catalog=cat_c, hyper=stored, chunks=8)[0], path)
     assert st.open_store(path).sizes["halo"] == 36 and st.verify_store(path).ok
 
 
@@ -227,7 +228,7 @@ def test_transposed_posterior_round_trips_equal_to_the_canonical_one(tmp_path, s
     assert st.verify_store(path).ok
     # appends take transposed cubes too
     more, _, _ = make_cube(catalog=small[1], n_real=2, hseed=8, real_offset=3, chunks=8)
-    st.append_realizations(path, more.transpose(*order, ...))
+    st.append_realizations(more.transpose(*order, ...), path)
     np.testing.assert_array_equal(st.open_store(path)["posterior"].values[:, :, 3:], more["posterior"].values)
 
 
@@ -270,13 +271,13 @@ def test_refused_append_is_finished_with_a_rebuilt_cube(store, small):
     bad = cube_b.compute()
     bad["posterior"][3, :, 1] = np.nan
     with pytest.raises(StoreError, match=r"(?s)first ids: 5003.*call it again.*build_like_store"):
-        st.append_halos(store, bad)
+        st.append_halos(bad, store)
     with pytest.raises(IncompleteStoreError):
         st.open_store(store)
     other = make_cube(catalog=cat_b, hyper=hyp, chunks=8, n_mass=100)[0]  # same halos, another grid
     with pytest.raises(StoreError, match="mass grid differs"):
-        st.append_halos(store, other)
-    st.append_halos(store, st.build_like_store(cat_b, store))
+        st.append_halos(other, store)
+    st.append_halos(st.build_like_store(cat_b, store), store)
     assert st.verify_store(store).ok
     ds = st.open_store(store)
     union = make_cube(catalog=xr.concat([cat_a, cat_b], "halo"), hyper=hyp, chunks=8)[0]
@@ -297,7 +298,7 @@ def test_duplicate_labels_are_refused_naming_them(tmp_path, small, dim):
 # --------------------------------------------------------------------------- 9: slab size of irregular chunks
 def test_slab_size_is_the_largest_chunk_not_a_partial_first_one(tmp_path, small):
     cube = small[0].chunk({"halo": (3, 8, 8, 1)})
-    layout, _ = st._layout_for(cube)
+    layout, _ = store_layout.layout_for(cube)
     assert layout.halo_chunk == 8
     path = st.to_store(cube, tmp_path / "c.zarr", progress=False)
     info = st.store_info(path)
@@ -318,13 +319,13 @@ def _bad_call(case, store, cube, tmp_path):
         st.open_store(store, chunks={"open_chunks": "bogus", "open_chunks_dict": {"halo": "x"},
                                      "open_chunks_dim": {"haloes": 4}}[case])
     elif case == "string_ids":
-        st.append_halos(store, cube.assign_coords(halo=np.array([f"h{i}" for i in range(20)])))
+        st.append_halos(cube.assign_coords(halo=np.array([f"h{i}" for i in range(20)])), store)
     elif case == "no_sigma_obs":
         st.to_store(cube.drop_vars("sigma_obs"), tmp_path / "a.zarr", progress=False)
     elif case == "no_sigma_obs_append":
-        st.append_halos(store, cube.drop_vars("sigma_obs").assign_coords(halo=cube.halo + 100))
+        st.append_halos(cube.drop_vars("sigma_obs").assign_coords(halo=cube.halo + 100), store)
     elif case == "text_labels_append":
-        st.append_realizations(store, cube.assign_coords(realization=np.array(["a", "b", "c"])))
+        st.append_realizations(cube.assign_coords(realization=np.array(["a", "b", "c"])), store)
 
 
 @pytest.mark.parametrize(("case", "words"), [

@@ -14,8 +14,9 @@ import zarr
 from test_store import file_digests, make_cube
 
 import massmap_xr
+import massmap_xr.store as st
 from massmap_xr.errors import IncompleteStoreError, SchemaVersionError, StoreError
-from massmap_xr.store import core as st
+from massmap_xr.store import layout as store_layout
 
 SHARD_1 = "posterior/c/1/0/0"  # halo slab 1: halos [16, 32), every realization
 CELLS_1 = [f"chunk (1, {j}): halos [16, 32), realizations [{2 * j}, {2 * j + 2})" for j in range(3)]
@@ -128,7 +129,7 @@ def test_rescaled_chunk_with_forged_checksums_fails_normalisation(store):
     g = zarr.open_group(str(store), mode="r+")
     block = 2 * g["posterior"][16:32, :, 0:2]
     g["posterior"][16:32, :, 0:2] = block
-    g[st.CRC_NAME][1, 0] = st._cell_stats(block, 0, 2, None)[0][0]
+    g[st.CRC_NAME][1, 0] = store_layout.cell_stats(block, 0, 2, None)[0][0]
     problems = st.verify_store(store).problems
     assert any(p.startswith(CELLS_1[0] + ": normalisation off (worst |integral - 1| = 1 > 0.0001)") for p in problems)
     assert any("checksum table itself was altered" in p for p in problems)

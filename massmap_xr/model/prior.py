@@ -382,3 +382,35 @@ def read_prior_table(path, *, mass_factor: float = 1.0) -> xr.DataArray:
         d[:, 2].reshape(z.size, n_m), dims=("z", "mass"), coords={"z": z, "mass": mass},
         name="prior_dndm", attrs={"source": str(path)},
     )
+
+
+def prior_from_attrs(attrs: dict, prior_z=None, prior_dndm: xr.DataArray | None = None, *,
+                     source: str = "the attributes", error: type[Exception] = PriorError) -> MassPrior:
+    """The prior a cube's (or store's) ``prior*`` attributes describe, rebuilt.
+
+    A Tinker prior is rebuilt with the recorded ``z_max``, ``dz`` and ``dlog10m`` (read from the
+    ``prior_z`` nodes when those attributes predate them); a table prior from ``prior_dndm`` (on
+    ``prior_z``) and its ``prior_table_*`` attributes.  ``source`` names the owner of ``attrs``
+    in messages; ``error`` is the exception class raised when the prior cannot be rebuilt.
+    """
+    kind = attrs.get("prior")
+    if kind == "TinkerPrior":
+        # stores written before z_max, dz and dlog10m were recorded still have the nodes in prior_z
+        zn = np.asarray(prior_z.values if hasattr(prior_z, "values") else prior_z, dtype=float) \
+            if prior_z is not None else np.zeros(0)
+        z_max = attrs.get("prior_z_max", float(zn[-1]) if zn.size > 1 else 4.0)
+        dz = attrs.get("prior_dz", float(np.round(zn[1] - zn[0], 12)) if zn.size > 1 else 0.05)
+        try:
+            return TinkerPrior(z_max=float(z_max), dz=float(dz), cosmology=attrs["prior_cosmology"],
+                               hmf_model=attrs["prior_hmf_model"], transfer_model=attrs["prior_transfer_model"],
+                               dlog10m=float(attrs.get("prior_dlog10m", 0.005)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise error(f"{source}: cannot rebuild its TinkerPrior from the prior_* attributes "
+                        f"({type(exc).__name__}: {exc}); build the cube with build_posterior(..., prior=...) "
+                        "using the store's prior") from None
+    if kind == "TablePrior" and prior_dndm is not None:
+        table = prior_dndm.load().rename(prior_z="z")
+        table.attrs = {k[len("prior_table_"):]: v for k, v in attrs.items() if k.startswith("prior_table_")}
+        return TablePrior(table)
+    raise error(f"{source}: cannot rebuild its prior ({kind!r}); build the cube with "
+                "build_posterior(..., prior=...) using the store's prior")

@@ -1,0 +1,131 @@
+"""Opening a store lazily (open_store) and summarising it without reading the cube (store_info)."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from massmap_xr.cube import STORE_COORDS, STORE_VARIABLES
+from massmap_xr.errors import (
+    IncompleteStoreError,
+    StoreError,
+)
+from massmap_xr.store.checks import check_schema, pending_record
+from massmap_xr.store.layout import BOOKKEEPING, CRC_NAME, NORM_NAME, PENDING, STATUS, TABLES, read_layout
+from massmap_xr.store.location import open_group, store_exists, zarr_store
+
+
+def _check_open_chunks(chunks) -> None:
+    """StoreError unless ``chunks`` is a form :func:`open_store` accepts."""
+    dims = ("halo", "mass", "realization", "prior_z")
+    ok = chunks is None or (isinstance(chunks, str) and chunks in ("store", "auto"))
+    ok = ok or (isinstance(chunks, (int, np.integer)) and not isinstance(chunks, (bool, np.bool_)) and
+                (chunks > 0 or chunks == -1))
+    if isinstance(chunks, dict):
+        unknown = [k for k in chunks if k not in dims]
+        bad = [k for k, v in chunks.items() if not (v is None or v == "auto" or (
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and (v > 0 or v == -1)))]
+        if unknown or bad:
+            raise StoreError(
+                f"open_store: chunks dict must map dimensions {list(dims)} to positive sizes, -1, 'auto' or None; "
+                f"got unknown dimension(s) {unknown} and bad size(s) for {bad} in {chunks!r}; pass e.g. "
+                "chunks={'halo': 1000}"
+            )
+        ok = True
+    if not ok:
+        raise StoreError(
+            f"open_store: chunks must be 'store' (one dask chunk per stored slab), 'auto', None, a positive int or a "
+            f"dict {{dimension: size}}, got {chunks!r}"
+        )
+
+
+def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | None = None, chunks="store") -> xr.Dataset:
+    """Open a massmap store lazily (dask-backed, read-only) and validate its schema.
+
+    Opening never writes: every file of the store keeps its bytes and modification time.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Local path or fsspec URL.
+    allow_incomplete : bool, default False
+        Open a store whose build has not finished (unwritten chunks read as NaN, never as zeros).
+    storage_options : dict, optional
+        fsspec options for URLs.
+    chunks : "store", dict, int, "auto" or None
+        ``"store"`` gives one dask chunk per stored slab (shard); anything else is passed to
+        :func:`xarray.open_zarr` (a dict maps dimension names to chunk sizes).
+
+    Raises
+    ------
+    StoreError
+        If the path is missing or not a massmap cube, or ``chunks`` is not one of the accepted
+        forms; :class:`SchemaVersionError` for an unknown schema version;
+        :class:`IncompleteStoreError` for an unfinished build.
+    """
+    _check_open_chunks(chunks)
+    path = str(path)
+    if not store_exists(path, storage_options):
+        raise StoreError(f"store {path!r} does not exist")
+    group = open_group(path, storage_options, mode="r")
+    attrs = dict(group.attrs)
+    check_schema(attrs, path)
+    status = attrs.get(STATUS)
+    if status != "complete" and not allow_incomplete:
+        if PENDING in attrs:
+            op = pending_record(attrs).get("operation")
+            how = f"finish it by calling {op}() again with the same cube"
+        else:
+            how = "finish it with `massmap build ... --resume` / to_store(..., resume=True)"
+        raise IncompleteStoreError(
+            f"store {path!r} is incomplete (build status {status!r}): its build was interrupted or is still "
+            f"running; {how}, or pass allow_incomplete=True to look at it anyway"
+        )
+    if chunks == "store":
+        try:
+            layout = read_layout(attrs, path)
+            chunks = {"halo": layout.halo_chunk, "mass": -1, "realization": layout.realization_shard}
+        except StoreError:
+            chunks = {}
+    ds = xr.open_zarr(
+        zarr_store(path, storage_options, read_only=True), consolidated=False, zarr_format=3,
+        chunks=chunks, drop_variables=list(TABLES),
+    )
+    missing = [k for k in (*STORE_VARIABLES, *STORE_COORDS) if k not in ds.variables]
+    if missing:
+        raise StoreError(f"{path!r}: massmap store is missing variable(s) {missing}; it is damaged")
+    if ds["posterior"].dims != ("halo", "mass", "realization"):
+        raise StoreError(f"{path!r}: posterior has dims {ds['posterior'].dims}, expected (halo, mass, realization)")
+    for k in BOOKKEEPING:
+        ds.attrs.pop(k, None)
+    ds.encoding["source"] = path
+    return ds
+
+
+def store_info(path, storage_options=None) -> dict:
+    """Summary of a store (sizes, status, schema, method, chunks, checksums) without reading the cube."""
+    group = open_group(str(path), storage_options, mode="r")
+    attrs = dict(group.attrs)
+    check_schema(attrs, path)
+    post = group["posterior"]
+    crc = group[CRC_NAME][...] if CRC_NAME in group else np.zeros((0, 0))
+    norm = group[NORM_NAME][...] if NORM_NAME in group else np.zeros((0, 0))
+    written = norm[crc >= 0] if norm.shape == crc.shape else np.zeros(0)
+    shards = getattr(post, "shards", None)
+    return {
+        "path": str(path),
+        "status": attrs.get(STATUS),
+        "pending": pending_record(attrs).get("operation") if PENDING in attrs else None,
+        "schema_version": attrs.get("massmap_schema_version"),
+        "massmap_version": attrs.get("massmap_version"),
+        "method": attrs.get("method"),
+        "shape": dict(zip(("halo", "mass", "realization"), post.shape, strict=True)),
+        "chunks": dict(zip(("halo", "mass", "realization"), post.chunks, strict=True)),
+        "shards": dict(zip(("halo", "mass", "realization"), shards, strict=True)) if shards else None,
+        "chunks_written": f"{int((crc >= 0).sum())}/{crc.size}",
+        "max_normalisation_error": float(np.max(written)) if written.size else None,
+        "uncompressed_bytes": int(np.prod(post.shape) * 4),
+        "prior": attrs.get("prior", ""),
+        "catalog_hash": attrs.get("catalog_hash"),
+        "hyper_hash": attrs.get("hyper_hash"),
+    }
