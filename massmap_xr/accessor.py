@@ -1,9 +1,15 @@
-"""The ``.massmap`` accessor: a thin facade over the topic modules.
+"""The ``.massmap`` accessors: a thin facade over the stage modules.
 
-Every method delegates to a plain function that takes the cube as its first argument and is
+Every method delegates to a plain function that takes the object as its first argument and is
 documented there: storage in :mod:`massmap_xr.store`, analysis in :mod:`massmap_xr.analysis`,
-figures in :mod:`massmap_xr.plot`.  The accessor adds no behaviour of its own; the topic
-modules are imported on first use, so ``import massmap_xr`` stays light.
+figures in :mod:`massmap_xr.analysis.plots` and :mod:`massmap_xr.sky`.  The accessors add no
+behaviour of their own; the stage modules are imported on first use, so ``import massmap_xr``
+stays light.  Their signatures are spelled out for type checkers and IDEs in ``accessor.pyi``
+(a test holds it against the functions).
+
+- ``ds.massmap`` on a posterior cube (:class:`xarray.Dataset`): storage, analysis, figures.
+- ``da.massmap`` on a :class:`xarray.DataArray` of sampled masses (``sample()`` output) or of
+  maps: projection, map statistics, export and figures.
 """
 
 from __future__ import annotations
@@ -13,40 +19,49 @@ import importlib
 
 import xarray as xr
 
-__all__ = ["MassmapAccessor"]
+__all__ = ["MassmapAccessor", "MassmapArrayAccessor"]
 
 
 class _Delegate:
-    """Accessor attribute calling ``massmap_xr.<module>.<name>(ds, *args, **kwargs)``.
+    """Accessor attribute calling ``massmap_xr.<module>.<name>(obj, *args, **kwargs)``.
 
     Accessed on an accessor instance it returns a bound callable that carries the target
     function's signature and docstring (so ``help(ds.massmap.summary)`` shows the real
     documentation).
     """
 
-    def __init__(self, module: str, name: str, *, cube_arg: int = 0):
-        self.module, self.name, self.cube_arg = module, name, cube_arg
-        self.__doc__ = f"See :func:`massmap_xr.{module}.{name}` (the cube is passed for you)."
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+        self.__doc__ = f"See :func:`massmap_xr.{module}.{name}` (the object is passed for you)."
 
-    def _target(self):
+    def target(self):
+        """The delegated function."""
         return getattr(importlib.import_module(f"massmap_xr.{self.module}"), self.name)
 
     def __get__(self, obj, objtype=None):
         if obj is None:
             return self
-        func = self._target()
-        ds = obj._ds
-        if self.cube_arg == 0:
-            def bound(*args, **kwargs):
-                return func(ds, *args, **kwargs)
-        else:  # functions written as f(path, ds, ...)
-            def bound(path, *args, **kwargs):
-                return func(path, ds, *args, **kwargs)
+        func = self.target()
+        data = obj._obj
+
+        def bound(*args, **kwargs):
+            return func(data, *args, **kwargs)
+
         return functools.update_wrapper(bound, func)
 
 
+class _Accessor:
+    def __init__(self, obj):
+        self._obj = obj
+
+    @classmethod
+    def delegates(cls) -> dict[str, _Delegate]:
+        """Method name → delegate, for documentation and tests."""
+        return {k: v for k, v in vars(cls).items() if isinstance(v, _Delegate)}
+
+
 @xr.register_dataset_accessor("massmap")
-class MassmapAccessor:
+class MassmapAccessor(_Accessor):
     """Posterior-cube methods on an :class:`xarray.Dataset`: ``ds.massmap.<method>(...)``.
 
     Storage: ``to_store(path)``, ``init_store(path)`` + ``write_slabs(path, halo_range=...)``
@@ -56,14 +71,11 @@ class MassmapAccessor:
     ``plot_fit``.
     """
 
-    def __init__(self, ds: xr.Dataset):
-        self._ds = ds
-
     to_store = _Delegate("store", "to_store")
     init_store = _Delegate("store", "init_store")
     write_slabs = _Delegate("store", "write_slabs")
-    append_halos_to = _Delegate("store", "append_halos", cube_arg=1)
-    append_realizations_to = _Delegate("store", "append_realizations", cube_arg=1)
+    append_halos_to = _Delegate("store", "append_halos")
+    append_realizations_to = _Delegate("store", "append_realizations")
     marginalize = _Delegate("analysis", "marginalize")
     cdf = _Delegate("analysis", "cdf")
     summary = _Delegate("analysis", "summary")
@@ -75,3 +87,21 @@ class MassmapAccessor:
     plot_posterior = _Delegate("analysis.plots", "plot_posterior")
     plot_calibration = _Delegate("analysis.plots", "plot_calibration")
     plot_fit = _Delegate("analysis.plots", "plot_fit")
+
+
+@xr.register_dataarray_accessor("massmap")
+class MassmapArrayAccessor(_Accessor):
+    """Methods on sampled masses and maps (:class:`xarray.DataArray`): ``da.massmap.<method>(...)``.
+
+    On sampled masses (``ds.massmap.sample(n)``): ``project_flat``, ``project_healpix``.
+    On maps: ``statistics`` (mean, std, quantiles, S/N), ``write`` (by suffix: .zarr, .nc, .fits,
+    .png), ``to_fits``, ``plot`` (one map), ``plot_maps`` (a sample stack or statistics).
+    """
+
+    project_flat = _Delegate("sky", "project_flat")
+    project_healpix = _Delegate("sky", "project_healpix")
+    statistics = _Delegate("sky", "map_statistics")
+    write = _Delegate("sky", "write_map")
+    to_fits = _Delegate("sky", "to_fits")
+    plot = _Delegate("sky", "plot_map")
+    plot_maps = _Delegate("sky", "plot_maps")
