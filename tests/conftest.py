@@ -50,6 +50,27 @@ def small_cube(small_catalog, small_hyper):
     return build_posterior(small_catalog, small_hyper, chunks=16)
 
 
+@pytest.fixture(scope="session")
+def table_cube():
+    """The default table-prior cube of :func:`builders.table_prior_cube` (60 halos x 120 masses x 6 realizations)."""
+    from builders import table_prior_cube
+
+    return table_prior_cube()[0]
+
+
+@pytest.fixture(scope="session")
+def table_store(tmp_path_factory, table_cube):
+    """``table_cube`` written once per session with small inner chunks (8 halos x 2 realizations).
+
+    Read it, never write to it: tests that damage or extend a store copy it first.
+    """
+    from massmap_xr.store import to_store
+
+    path = tmp_path_factory.mktemp("table_store") / "cube.zarr"
+    to_store(table_cube, path, progress=False, inner_halo_chunk=8, realization_chunk=2)
+    return path
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

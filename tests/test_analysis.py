@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import copy
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+from builders import X, chunked, raise_if_dask_computes
+from builders import gaussian_cube as make_cube
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
@@ -18,88 +23,6 @@ from strategies import QUICK
 from massmap_xr import analysis
 from massmap_xr.analysis import reductions
 from massmap_xr.errors import AnalysisError, OutputExistsError
-
-# ----------------------------------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------------------------------
-X = np.linspace(10.0, 15.5, 400)  # log10 M grid of the synthetic cubes
-
-
-def make_cube(
-    n_halo: int = 24,
-    n_real: int = 4,
-    *,
-    seed: int = 0,
-    shift_sd: float = 0.0,
-    sigma=(0.08, 0.3),
-    truth_offset: float = 0.0,
-    mu_range=(11.0, 14.0),
-) -> xr.Dataset:
-    """A cube with the builder's layout and Gaussian posteriors in log10 M.
-
-    Realization r of halo h is N(mu_h + delta_r, sigma_h) with delta_r ~ N(0, shift_sd) shared by
-    all halos (a hyperparameter shift moves every halo together).  True masses are drawn from the
-    marginal (so the cube is calibrated), then shifted by ``truth_offset`` dex.
-    """
-    rng = np.random.default_rng(seed)
-    mu0 = rng.uniform(*mu_range, n_halo)
-    sig = rng.uniform(*sigma, n_halo)
-    delta = rng.normal(0.0, shift_sd, n_real) if shift_sd else np.zeros(n_real)
-    mu = mu0[:, None] + delta[None, :]
-    dens = np.exp(-0.5 * ((X[None, :, None] - mu[:, None, :]) / sig[:, None, None]) ** 2)
-    dens /= np.trapezoid(dens, X, axis=1)[:, None, :]
-    weight = rng.dirichlet(np.ones(n_real))
-    pick = rng.choice(n_real, size=n_halo, p=weight)
-    log_true = mu[np.arange(n_halo), pick] + sig * rng.standard_normal(n_halo) + truth_offset
-    mass = 10.0**X
-    prior_z = np.array([0.0, 1.0, 2.0])
-    mstar = 10.0 ** (14.5 - 0.5 * prior_z)
-    dndm = mass[None, :] ** -1.9 * np.exp(-mass[None, :] / mstar[:, None])
-    halo = 1000 + 7 * np.arange(n_halo)  # ids are labels, not positions
-    ds = xr.Dataset(
-        {
-            "posterior": (("halo", "mass", "realization"), dens.astype(np.float32), {"units": "dex(solMass)-1"}),
-            "z": ("halo", rng.uniform(0.05, 1.9, n_halo), {"units": "1"}),
-            "lum_obs": ("halo", rng.uniform(1e3, 1e5, n_halo), {"units": "solLum"}),
-            "mass_true": ("halo", 10.0**log_true, {"units": "solMass"}),
-            "weight": ("realization", weight, {"units": "1"}),
-            "prior_dndm": (("prior_z", "mass"), dndm),
-            **{k: ("realization", rng.normal(1.0, 0.1, n_real)) for k in ("alpha1", "alpha2", "alpha3", "alpha4", "S")},
-        },
-        coords={
-            "halo": halo,
-            "mass": ("mass", mass, {"units": "solMass"}),
-            "log10_mass": ("mass", X, {"units": "dex(solMass)"}),
-            "realization": np.arange(n_real),
-            "prior_z": prior_z,
-            "ra": ("halo", rng.uniform(149.7, 150.3, n_halo), {"units": "deg"}),
-            "dec": ("halo", rng.uniform(1.7, 2.3, n_halo), {"units": "deg"}),
-        },
-    )
-    return ds, mu, sig
-
-
-def chunked(ds: xr.Dataset, halo: int = 7, realization: int = -1) -> xr.Dataset:
-    """Dask-backed copy (every variable, as from a lazily opened store)."""
-    return ds.chunk({"halo": halo, "realization": realization})
-
-
-class _CountingScheduler:
-    """Dask scheduler that counts computes and raises past ``max_computes``."""
-
-    def __init__(self, max_computes: int = 0):
-        self.total_computes = 0
-        self.max_computes = max_computes
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.total_computes += 1
-        if self.total_computes > self.max_computes:
-            raise RuntimeError(f"Too many dask computations: {self.total_computes} > {self.max_computes}")
-        return dask.get(dsk, keys, **kwargs)
-
-
-def raise_if_dask_computes(max_computes: int = 0):
-    return dask.config.set(scheduler=_CountingScheduler(max_computes))
 
 
 def numpy_marginal(ds: xr.Dataset) -> np.ndarray:

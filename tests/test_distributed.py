@@ -5,7 +5,8 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pytest
-from test_store import file_digests, make_cube
+from builders import file_digests
+from builders import table_prior_cube as make_cube
 
 import massmap_xr.store as st
 from massmap_xr.store import slabs

@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from test_analysis import chunked, make_cube
+from builders import chunked
+from builders import gaussian_cube as make_cube
 
 from massmap_xr import analysis
 from massmap_xr.analysis import plots as plot

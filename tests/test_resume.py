@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from test_store import file_digests, make_cube, run_py, script
+from builders import file_digests, run_py, script
+from builders import table_prior_cube as make_cube
 
 import massmap_xr.store as st
 from massmap_xr.errors import IncompleteStoreError, StoreError

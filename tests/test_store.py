@@ -2,91 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from builders import file_digests, run_py, script
+from builders import table_prior_cube as make_cube
 
 import massmap_xr.store as st
 from massmap_xr.errors import IncompleteStoreError, StoreError
 from massmap_xr.store import append as store_append
 from massmap_xr.store import layout as store_layout
 from massmap_xr.store import slabs
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def make_cube(n_halo=60, n_real=6, *, seed=11, hseed=5, chunks=16, halo_offset=0, real_offset=0, n_mass=120,
-              catalog=None, hyper=None):
-    """Small analytic cube on a power-law table prior (fast: no hmf run); returns (cube, catalog, hyper)."""
-    import numpy as np
-    import xarray as xr
-
-    from massmap_xr import TablePrior, build_posterior, mock_catalog, reddick2013
-
-    m = np.logspace(9.5, 16.0, 80)
-    zt = np.linspace(0.0, 4.0, 5)
-    table = m[None, :] ** -1.9 * np.exp(-m[None, :] / (2e14 / (1.0 + zt[:, None])))
-    prior = TablePrior(xr.DataArray(table, dims=("z", "mass"), coords={"z": zt, "mass": m}))
-    mass = np.logspace(10.0, 15.5, n_mass)
-    if catalog is None:
-        catalog = mock_catalog(n_halo, seed=seed, prior=prior, mass=mass)
-        catalog = catalog.assign_coords(halo=catalog.halo + halo_offset)
-    if hyper is None:
-        hyper = reddick2013(n_real, seed=hseed)
-        hyper = hyper.assign_coords(realization=hyper.realization + real_offset)
-    return build_posterior(catalog, hyper, prior=prior, mass=mass, chunks=chunks), catalog, hyper
-
-
-def script(tmp_path: Path, name: str, body: str) -> Path:
-    """A runnable script defining make_cube (guarded by ``if __name__ == "__main__"``)."""
-    src = "import sys, time\nimport numpy as np\nimport xarray as xr\n" + inspect.getsource(make_cube)
-    src += "\n\nif __name__ == '__main__':\n" + textwrap.indent(textwrap.dedent(body), "    ")
-    p = tmp_path / name
-    p.write_text(src)
-    return p
-
-
-def run_py(path: Path, *args, wait=True, timeout=120):
-    """Run a script with the repository importable; compiled kernels are cached by this process
-    first, so that concurrent children load the cache instead of racing to write it."""
-    np.asarray(make_cube(4, 2)[0]["posterior"])
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, str(path), *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    if not wait:
-        return proc
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
-
-
-def file_digests(root: Path, sub: str = "") -> dict:
-    """sha256 of every file under ``root/sub`` (relative path -> digest)."""
-    base = Path(root) / sub
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(base.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def cube():
-    return make_cube()[0]
-
-
-@pytest.fixture(scope="module")
-def clean_store(tmp_path_factory, cube):
-    path = tmp_path_factory.mktemp("clean") / "cube.zarr"
-    st.to_store(cube, path, progress=False, inner_halo_chunk=8, realization_chunk=2)
-    return path
 
 
 # --------------------------------------------------------------------------- round trip and layout
@@ -415,3 +346,13 @@ def test_rechunked_or_reopened_cube_stores_every_variable(tmp_path):
             np.testing.assert_allclose(ds[k].values, ref[k].values, err_msg=k)
         np.testing.assert_allclose(ds.ra.values, ref.ra.values)
         assert st.verify_store(tmp_path / "a.zarr").ok and st.verify_store(tmp_path / "b.zarr").ok
+
+
+@pytest.fixture(scope="module")
+def cube(table_cube):
+    return table_cube
+
+
+@pytest.fixture(scope="module")
+def clean_store(table_store):
+    return table_store

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from test_store import file_digests, make_cube
+from builders import file_digests
+from builders import table_prior_cube as make_cube
 
 import massmap_xr
 import massmap_xr.store as st
@@ -23,11 +24,8 @@ CELLS_1 = [f"chunk (1, {j}): halos [16, 32), realizations [{2 * j}, {2 * j + 2})
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    cube = make_cube()[0]
-    path = tmp_path_factory.mktemp("v") / "cube.zarr"
-    st.to_store(cube, path, progress=False, inner_halo_chunk=8, realization_chunk=2)
-    return path
+def built(table_store):
+    return table_store
 
 
 @pytest.fixture
