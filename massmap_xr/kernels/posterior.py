@@ -77,6 +77,7 @@ import numba
 import numpy as np
 
 from massmap_xr.errors import MassmapError, PriorError, describe_offenders, format_offenders
+from massmap_xr.kernels.numerics import half_u2_excess, hyper_scale, inverse_width, nearest_index, trapezoid_weights
 from massmap_xr.model.prior import LOG_ZERO, z_weights
 
 __all__ = [
@@ -103,32 +104,6 @@ _UNIFORM_ATOL = 1e-10
 #: any positive float64 is above -745); the package stores a zero prior as LOG_ZERO = -1e4
 ZERO_PRIOR_LOG = -1.0e3
 _LN10 = float(np.log(10.0))
-
-
-def trapezoid_weights(x: np.ndarray) -> np.ndarray:
-    """Weights w with ``sum(w * f)`` equal to the trapezoid integral of f over the points ``x``.
-
-    Parameters
-    ----------
-    x : numpy.ndarray (n,)
-        Increasing abscissae (e.g. log10 M in dex).
-
-    Returns
-    -------
-    numpy.ndarray (n,)
-        float64 weights, in the units of ``x``.
-
-    Examples
-    --------
-    >>> trapezoid_weights(np.array([0.0, 1.0, 3.0])).tolist()
-    [0.5, 1.5, 1.0]
-    """
-    x = np.asarray(x, dtype=float)
-    w = np.zeros_like(x)
-    dx = np.diff(x)
-    w[:-1] += 0.5 * dx
-    w[1:] += 0.5 * dx
-    return w
 
 
 def _halo_labels(ids, n: int) -> tuple[np.ndarray, str]:
@@ -300,51 +275,6 @@ def _kernel_uniform(log_lobs, zfac, width, lnp, x0, dx, wts, a1, a2, lna3, a4, o
     return bad
 
 
-@numba.njit(cache=True, inline="always")
-def _nearest_index(x, xs):  # pragma: no cover - compiled
-    """Index of the point of the increasing grid ``x`` nearest to ``xs`` (may be ±inf)."""
-    n = x.shape[0]
-    if not xs > x[0]:
-        return 0
-    if not xs < x[n - 1]:
-        return n - 1
-    lo = 0
-    hi = n - 1
-    while hi - lo > 1:  # x[lo] < xs < x[hi]
-        mid = (lo + hi) // 2
-        if x[mid] <= xs:
-            lo = mid
-        else:
-            hi = mid
-    return lo if xs - x[lo] <= x[hi] - xs else hi
-
-
-@numba.njit(cache=True, inline="always")
-def _inverse_width(w):  # pragma: no cover - compiled
-    """1/w where that is safe to multiply by (w not tiny), else 0 (meaning: divide by w)."""
-    return 1.0 / w if w > 1e-290 else 0.0
-
-
-@numba.njit(cache=True, inline="always")
-def _half_u2_excess(slope, dx_bm, d_m, d_b, w, iw):  # pragma: no cover - compiled
-    """½(u_m² - u_b²) = ½ · slope(x_b - x_m)/w · (d_m + d_b)/w, ≥ 0, never NaN (may be +inf).
-
-    ``dx_bm`` = x_b - x_m, d = ln L_obs - ln μ_L, u = d / w (d, slope and w may all carry the
-    same scale factor); b is the grid point nearest the relation's inverse, so the excess is
-    ≥ 0 up to round-off (clipped at 0).  ``iw`` is :func:`_inverse_width` of ``w`` (``w`` may
-    have underflowed to 0).
-    """
-    num_p = slope * dx_bm
-    num_q = d_m + d_b
-    if num_p == 0.0 or num_q == 0.0:
-        return 0.0
-    if iw > 0.0:
-        h = 0.5 * (num_p * iw) * (num_q * iw)
-    else:
-        h = 0.5 * (num_p / w) * (num_q / w)
-    return h if h > 0.0 else 0.0
-
-
 @numba.njit(parallel=True, cache=True)
 def _kernel_logspace(rows_idx, log_lobs, zfac, width, lnp, x, wts, a1, a2, lna3, a4, scale, out):  # pragma: no cover
     n_m = lnp.shape[1]
@@ -364,12 +294,12 @@ def _kernel_logspace(rows_idx, log_lobs, zfac, width, lnp, x, wts, a1, a2, lna3,
             # is 0 at every mass and the row is the prior)
             b = 0
             if slope != 0.0:
-                b = _nearest_index(x, off / slope)
+                b = nearest_index(x, off / slope)
             d_b = off - slope * x[b]
-            iw = _inverse_width(w)
+            iw = inverse_width(w)
             emax = -np.inf
             for m in range(n_m):
-                e[m] = lnp[k, m] - _half_u2_excess(slope, x[b] - x[m], off - slope * x[m], d_b, w, iw)
+                e[m] = lnp[k, m] - half_u2_excess(slope, x[b] - x[m], off - slope * x[m], d_b, w, iw)
                 emax = max(emax, e[m])
             # e[b] = lnp[k, b] is finite, so emax is; where the excess overflows everywhere else
             # (vanishing S and σ_obs) the row is the normalised spike at b
@@ -452,18 +382,6 @@ def _prepare(log_lobs, z, sigma_obs, z_nodes, log_table, mass, alpha1, alpha2, a
     lnp = np.ascontiguousarray(prior_rows(z, z_nodes, log_table, x, ids=ids, who="posterior_block"))
     return {"log_lobs": log_lobs, "zfac": np.log1p(z), "width": width, "lnp": lnp, "x": x, "wts": wts,
             "a1": a1, "a2": a2, "lna3": np.log(a3), "a4": a4, "scale": hyper_scale(a1, a2, a4)}
-
-
-def hyper_scale(a1, a2, a4) -> np.ndarray:
-    """Power-of-two factor c per realization with c·max(|α1|, |α2|, |α4|) < 1 when that exceeds 2^500, else 1.
-
-    The log-space paths form ln L_obs - ln μ_L from hyperparameters multiplied by c, so that
-    no partial sum overflows even for α's near the float64 limit (c = 1, i.e. exact, for every
-    realistic relation).
-    """
-    mx = np.maximum(np.maximum(np.abs(a1), np.abs(a2)), np.abs(a4))
-    _, e = np.frexp(mx)
-    return np.where(mx > 2.0**500, np.ldexp(1.0, -e), 1.0)
 
 
 def posterior_block(
