@@ -18,13 +18,5 @@ from massmap_xr.kernels.posterior import (
     prior_rows,
 )
 
-__all__ = [
-    "ZERO_PRIOR_LOG",
-    "check_prior_nonzero",
-    "check_prior_redshifts",
-    "hyper_scale",
-    "posterior_block",
-    "posterior_reference",
-    "prior_rows",
-    "trapezoid_weights",
-]
+__all__ = ["ZERO_PRIOR_LOG", "check_prior_nonzero", "check_prior_redshifts", "hyper_scale", "posterior_block",
+           "posterior_reference", "prior_rows", "trapezoid_weights"]

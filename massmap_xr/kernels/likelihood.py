@@ -112,6 +112,27 @@ def _halo_logspace(k, l_k, zf_k, sig_k, x, lnw, lt, zi, zw, lognorm, a1, a2, lna
 
 
 @numba.njit(cache=True, inline="always")
+def _direct_sum(rows, k, m_lo, m_hi, off, slope, inv, x, want_grad, a0, s1, s2, s3):  # pragma: no cover - compiled
+    """Add Σ rows[k, m] exp(-u_m²/2) and its u-moments over m_lo..m_hi, u_m = (off - slope·x_m)·inv, one ``exp`` per cell."""
+    for mm in range(m_lo, m_hi + 1):
+        u = (off - slope * x[mm]) * inv
+        v = rows[k, mm] * math.exp(-0.5 * u * u)
+        a0 += v
+        if want_grad:
+            t = v * u
+            s1 += t
+            s2 += t * u
+            s3 += t * x[mm]
+    return a0, s1, s2, s3
+
+
+@numba.njit(cache=True, inline="always")
+def _advance_lanes(g0, g1, g2, g3, q0, q1, q2, q3, c16):  # pragma: no cover - compiled
+    """One step of the four lanes of the Gaussian recurrence: g ← g·q, q ← q·c16."""
+    return g0 * q0, g1 * q1, g2 * q2, g3 * q3, q0 * c16, q1 * c16, q2 * c16, q3 * c16
+
+
+@numba.njit(cache=True, inline="always")
 def _window_sum_uniform(rows, k, m_lo, m_hi, off, slope, beta, x, want_grad):  # pragma: no cover - compiled
     """Σ rows[k, m] exp(-u_m²/2) over m_lo..m_hi (and u-moments) on a log-uniform grid.
 
@@ -178,14 +199,7 @@ def _window_sum_uniform(rows, k, m_lo, m_hi, off, slope, beta, x, want_grad):  #
                     u1 -= b4
                     u2 -= b4
                     u3 -= b4
-                    g0 *= q0
-                    g1 *= q1
-                    g2 *= q2
-                    g3 *= q3
-                    q0 *= c16
-                    q1 *= c16
-                    q2 *= c16
-                    q3 *= c16
+                    g0, g1, g2, g3, q0, q1, q2, q3 = _advance_lanes(g0, g1, g2, g3, q0, q1, q2, q3, c16)
             else:
                 for j in range(n4):
                     mm = m + 4 * j
@@ -193,24 +207,9 @@ def _window_sum_uniform(rows, k, m_lo, m_hi, off, slope, beta, x, want_grad):  #
                     acc1 += rows[k, mm + 1] * g1
                     acc2 += rows[k, mm + 2] * g2
                     acc3 += rows[k, mm + 3] * g3
-                    g0 *= q0
-                    g1 *= q1
-                    g2 *= q2
-                    g3 *= q3
-                    q0 *= c16
-                    q1 *= c16
-                    q2 *= c16
-                    q3 *= c16
+                    g0, g1, g2, g3, q0, q1, q2, q3 = _advance_lanes(g0, g1, g2, g3, q0, q1, q2, q3, c16)
             a0 += (acc0 + acc1) + (acc2 + acc3)
-        for mm in range(m + 4 * n4, m + nb):
-            u = off - slope * x[mm]
-            v = rows[k, mm] * math.exp(-0.5 * u * u)
-            a0 += v
-            if want_grad:
-                t0 = v * u
-                s1 += t0
-                s2 += t0 * u
-                s3 += t0 * x[mm]
+        a0, s1, s2, s3 = _direct_sum(rows, k, m + 4 * n4, m + nb - 1, off, slope, 1.0, x, want_grad, a0, s1, s2, s3)
         m += nb
     return a0, s1, s2, s3
 
@@ -290,15 +289,8 @@ def _loglike_impl(
                             a0, s1, s2, s3 = _window_sum_uniform(rows, k, m_lo, m_hi, off * inv, a2[r] * inv,
                                                                  a2[r] * dx * inv, x, want_grad)
                         else:
-                            for mm in range(m_lo, m_hi + 1):
-                                u = (off - a2[r] * x[mm]) * inv
-                                v = rows[k, mm] * math.exp(-0.5 * u * u)
-                                a0 += v
-                                if want_grad:
-                                    vu = v * u
-                                    s1 += vu
-                                    s2 += vu * u
-                                    s3 += vu * x[mm]
+                            a0, s1, s2, s3 = _direct_sum(rows, k, m_lo, m_hi, off, a2[r], inv, x, want_grad,
+                                                         0.0, 0.0, 0.0, 0.0)
                     if attempt == 0:
                         if a0 >= accept:
                             done = True

@@ -67,8 +67,9 @@ Besides shapes and finiteness, :func:`posterior_block` refuses (with a
 redshifts outside the nodes (no silent extrapolation) and halos at whose redshift the prior is
 zero at every grid mass (ln dn/dM ≤ -1000, where exp() is exactly 0 — the posterior would
 otherwise come out as a featureless row).  Hyperparameters anywhere in the float64 range are
-accepted: the log-space path multiplies them by a power of two (:func:`hyper_scale`) when one
-exceeds 2^500, so no partial sum of ln L_obs - ln μ_L overflows.
+accepted: the log-space path multiplies them by a power of two
+(:func:`~massmap_xr.kernels.numerics.hyper_scale`) when one exceeds 2^500, so no partial sum of
+ln L_obs - ln μ_L overflows.
 """
 
 from __future__ import annotations
@@ -80,16 +81,8 @@ from massmap_xr.errors import MassmapError, PriorError, describe_offenders, form
 from massmap_xr.kernels.numerics import half_u2_excess, hyper_scale, inverse_width, nearest_index, trapezoid_weights
 from massmap_xr.model.prior import LOG_ZERO, z_weights
 
-__all__ = [
-    "ZERO_PRIOR_LOG",
-    "check_prior_nonzero",
-    "check_prior_redshifts",
-    "hyper_scale",
-    "posterior_block",
-    "posterior_reference",
-    "prior_rows",
-    "trapezoid_weights",
-]
+__all__ = ["ZERO_PRIOR_LOG", "check_prior_nonzero", "check_prior_redshifts", "posterior_block", "posterior_reference",
+           "prior_rows"]
 
 #: most cells between two exact evaluations of the Gaussian factor
 _BLOCK = 128
@@ -106,14 +99,15 @@ ZERO_PRIOR_LOG = -1.0e3
 _LN10 = float(np.log(10.0))
 
 
-def _halo_labels(ids, n: int) -> tuple[np.ndarray, str]:
-    """Labels naming halos in messages: their ids, or their positions in the input arrays."""
+def _offending_halos(ids, mask: np.ndarray, z: np.ndarray) -> str:
+    """The halos flagged in ``mask`` with their redshifts, named by id (or by position in the input arrays)."""
     if ids is None:
-        return np.arange(n), " (ids are positions in the input arrays)"
-    ids = np.asarray(ids).ravel()
-    if ids.size != n:
-        raise MassmapError(f"ids must have one entry per halo ({n}), got {ids.size}")
-    return ids, ""
+        labels, note = np.arange(z.size), " (ids are positions in the input arrays)"
+    else:
+        labels, note = np.asarray(ids).ravel(), ""
+        if labels.size != z.size:
+            raise MassmapError(f"ids must have one entry per halo ({z.size}), got {labels.size}")
+    return describe_offenders(labels, mask, values=z) + note
 
 
 def check_prior_redshifts(z, z_nodes, *, ids=None, who: str = "posterior_block") -> None:
@@ -153,10 +147,9 @@ def check_prior_redshifts(z, z_nodes, *, ids=None, who: str = "posterior_block")
     lo, hi = float(z_nodes[0]), float(z_nodes[-1])
     out = (z < lo) | (z > hi)
     if out.any():
-        labels, note = _halo_labels(ids, z.size)
         raise PriorError(
             f"{who}: z outside the prior's redshift nodes [{lo:g}, {hi:g}] for "
-            f"{describe_offenders(labels, out, values=z)}{note}; the prior is not extrapolated: tabulate it over "
+            f"{_offending_halos(ids, out, z)}; the prior is not extrapolated: tabulate it over "
             "these redshifts (e.g. TinkerPrior(z_max=...)) or drop these halos"
         )
 
@@ -215,10 +208,9 @@ def check_prior_nonzero(z, row_max, *, ids=None, who: str = "prior_rows") -> Non
     z = np.asarray(z, dtype=np.float64).ravel()
     zero = np.asarray(row_max, dtype=np.float64).ravel() <= ZERO_PRIOR_LOG
     if zero.any():
-        labels, note = _halo_labels(ids, z.size)
         raise PriorError(
             f"{who}: the prior is zero on the whole mass grid (ln dn/dM <= {ZERO_PRIOR_LOG:g} at every mass) at the "
-            f"redshift z of {describe_offenders(labels, zero, values=z)}{note}; P(M | z) cannot be normalised "
+            f"redshift z of {_offending_halos(ids, zero, z)}; P(M | z) cannot be normalised "
             "there and their posterior would silently come out featureless: use a prior that is positive "
             "somewhere on the mass grid at these redshifts (check the table's rows at the nearest redshift nodes "
             "and its mass range), widen the mass grid, or drop these halos"
