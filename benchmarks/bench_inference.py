@@ -41,7 +41,7 @@ from scipy import stats
 
 from massmap_xr.catalog import mock_catalog, seed_field
 from massmap_xr.inference import CatalogLikelihood, HyperPrior, infer_hyperparameters
-from massmap_xr.kernels.posterior import trapezoid_weights
+from massmap_xr.kernels.numerics import trapezoid_weights
 from massmap_xr.model.prior import TablePrior
 from massmap_xr.model.relation import lobs_log_likelihood
 

@@ -341,9 +341,9 @@ def test_serial_and_parallel_likelihood_kernels_have_separate_cache_entries():
     """numba keys cache entries by function name and signature, not by ``parallel=``: the two
     dispatchers must wrap differently named functions, or whichever compiles first is loaded by
     the other (the "parallel" kernel then runs serial code: no faster on 2 threads than on 1)."""
-    from massmap_xr.inference import core as inference
+    from massmap_xr.kernels import likelihood as kernels
 
-    par, ser = inference._loglike_parallel, inference._loglike_serial
+    par, ser = kernels.loglike_parallel, kernels.loglike_serial
     assert par.targetoptions.get("parallel") and not ser.targetoptions.get("parallel")
     assert par.py_func.__qualname__ != ser.py_func.__qualname__
     assert par.py_func.__code__ is ser.py_func.__code__  # the same kernel

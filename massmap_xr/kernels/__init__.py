@@ -1,4 +1,22 @@
-"""Compiled numerics: the posterior kernel."""
+"""Compiled numerics: the stage that turns a catalogue, hyperparameters and a prior into numbers.
 
-from massmap_xr.kernels.posterior import *  # noqa: F401,F403
-from massmap_xr.kernels.posterior import __all__  # noqa: F401
+- :mod:`~massmap_xr.kernels.numerics`: shared pieces (trapezoid weights, the overflow-safe
+  hyperparameter scale, the inlined helpers of the log-space paths);
+- :mod:`~massmap_xr.kernels.posterior`: the posterior-cube kernel (:func:`posterior_block`),
+  its float64 reference, the prior rows and the prior checks;
+- :mod:`~massmap_xr.kernels.likelihood`: the catalogue log-likelihood kernels (serial and
+  threaded builds) behind :class:`massmap_xr.inference.CatalogLikelihood`.
+"""
+
+from massmap_xr.kernels.numerics import hyper_scale, trapezoid_weights
+from massmap_xr.kernels.posterior import (
+    ZERO_PRIOR_LOG,
+    check_prior_nonzero,
+    check_prior_redshifts,
+    posterior_block,
+    posterior_reference,
+    prior_rows,
+)
+
+__all__ = ["ZERO_PRIOR_LOG", "check_prior_nonzero", "check_prior_redshifts", "hyper_scale", "posterior_block",
+           "posterior_reference", "prior_rows", "trapezoid_weights"]

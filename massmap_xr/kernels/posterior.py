@@ -67,8 +67,9 @@ Besides shapes and finiteness, :func:`posterior_block` refuses (with a
 redshifts outside the nodes (no silent extrapolation) and halos at whose redshift the prior is
 zero at every grid mass (ln dn/dM ≤ -1000, where exp() is exactly 0 — the posterior would
 otherwise come out as a featureless row).  Hyperparameters anywhere in the float64 range are
-accepted: the log-space path multiplies them by a power of two (:func:`hyper_scale`) when one
-exceeds 2^500, so no partial sum of ln L_obs - ln μ_L overflows.
+accepted: the log-space path multiplies them by a power of two
+(:func:`~massmap_xr.kernels.numerics.hyper_scale`) when one exceeds 2^500, so no partial sum of
+ln L_obs - ln μ_L overflows.
 """
 
 from __future__ import annotations
@@ -77,18 +78,11 @@ import numba
 import numpy as np
 
 from massmap_xr.errors import MassmapError, PriorError, describe_offenders, format_offenders
+from massmap_xr.kernels.numerics import half_u2_excess, hyper_scale, inverse_width, nearest_index, trapezoid_weights
 from massmap_xr.model.prior import LOG_ZERO, z_weights
 
-__all__ = [
-    "ZERO_PRIOR_LOG",
-    "check_prior_nonzero",
-    "check_prior_redshifts",
-    "hyper_scale",
-    "posterior_block",
-    "posterior_reference",
-    "prior_rows",
-    "trapezoid_weights",
-]
+__all__ = ["ZERO_PRIOR_LOG", "check_prior_nonzero", "check_prior_redshifts", "posterior_block", "posterior_reference",
+           "prior_rows"]
 
 #: most cells between two exact evaluations of the Gaussian factor
 _BLOCK = 128
@@ -105,40 +99,15 @@ ZERO_PRIOR_LOG = -1.0e3
 _LN10 = float(np.log(10.0))
 
 
-def trapezoid_weights(x: np.ndarray) -> np.ndarray:
-    """Weights w with ``sum(w * f)`` equal to the trapezoid integral of f over the points ``x``.
-
-    Parameters
-    ----------
-    x : numpy.ndarray (n,)
-        Increasing abscissae (e.g. log10 M in dex).
-
-    Returns
-    -------
-    numpy.ndarray (n,)
-        float64 weights, in the units of ``x``.
-
-    Examples
-    --------
-    >>> trapezoid_weights(np.array([0.0, 1.0, 3.0])).tolist()
-    [0.5, 1.5, 1.0]
-    """
-    x = np.asarray(x, dtype=float)
-    w = np.zeros_like(x)
-    dx = np.diff(x)
-    w[:-1] += 0.5 * dx
-    w[1:] += 0.5 * dx
-    return w
-
-
-def _halo_labels(ids, n: int) -> tuple[np.ndarray, str]:
-    """Labels naming halos in messages: their ids, or their positions in the input arrays."""
+def _offending_halos(ids, mask: np.ndarray, z: np.ndarray) -> str:
+    """The halos flagged in ``mask`` with their redshifts, named by id (or by position in the input arrays)."""
     if ids is None:
-        return np.arange(n), " (ids are positions in the input arrays)"
-    ids = np.asarray(ids).ravel()
-    if ids.size != n:
-        raise MassmapError(f"ids must have one entry per halo ({n}), got {ids.size}")
-    return ids, ""
+        labels, note = np.arange(z.size), " (ids are positions in the input arrays)"
+    else:
+        labels, note = np.asarray(ids).ravel(), ""
+        if labels.size != z.size:
+            raise MassmapError(f"ids must have one entry per halo ({z.size}), got {labels.size}")
+    return describe_offenders(labels, mask, values=z) + note
 
 
 def check_prior_redshifts(z, z_nodes, *, ids=None, who: str = "posterior_block") -> None:
@@ -178,10 +147,9 @@ def check_prior_redshifts(z, z_nodes, *, ids=None, who: str = "posterior_block")
     lo, hi = float(z_nodes[0]), float(z_nodes[-1])
     out = (z < lo) | (z > hi)
     if out.any():
-        labels, note = _halo_labels(ids, z.size)
         raise PriorError(
             f"{who}: z outside the prior's redshift nodes [{lo:g}, {hi:g}] for "
-            f"{describe_offenders(labels, out, values=z)}{note}; the prior is not extrapolated: tabulate it over "
+            f"{_offending_halos(ids, out, z)}; the prior is not extrapolated: tabulate it over "
             "these redshifts (e.g. TinkerPrior(z_max=...)) or drop these halos"
         )
 
@@ -240,10 +208,9 @@ def check_prior_nonzero(z, row_max, *, ids=None, who: str = "prior_rows") -> Non
     z = np.asarray(z, dtype=np.float64).ravel()
     zero = np.asarray(row_max, dtype=np.float64).ravel() <= ZERO_PRIOR_LOG
     if zero.any():
-        labels, note = _halo_labels(ids, z.size)
         raise PriorError(
             f"{who}: the prior is zero on the whole mass grid (ln dn/dM <= {ZERO_PRIOR_LOG:g} at every mass) at the "
-            f"redshift z of {describe_offenders(labels, zero, values=z)}{note}; P(M | z) cannot be normalised "
+            f"redshift z of {_offending_halos(ids, zero, z)}; P(M | z) cannot be normalised "
             "there and their posterior would silently come out featureless: use a prior that is positive "
             "somewhere on the mass grid at these redshifts (check the table's rows at the nearest redshift nodes "
             "and its mass range), widen the mass grid, or drop these halos"
@@ -300,51 +267,6 @@ def _kernel_uniform(log_lobs, zfac, width, lnp, x0, dx, wts, a1, a2, lna3, a4, o
     return bad
 
 
-@numba.njit(cache=True, inline="always")
-def _nearest_index(x, xs):  # pragma: no cover - compiled
-    """Index of the point of the increasing grid ``x`` nearest to ``xs`` (may be ±inf)."""
-    n = x.shape[0]
-    if not xs > x[0]:
-        return 0
-    if not xs < x[n - 1]:
-        return n - 1
-    lo = 0
-    hi = n - 1
-    while hi - lo > 1:  # x[lo] < xs < x[hi]
-        mid = (lo + hi) // 2
-        if x[mid] <= xs:
-            lo = mid
-        else:
-            hi = mid
-    return lo if xs - x[lo] <= x[hi] - xs else hi
-
-
-@numba.njit(cache=True, inline="always")
-def _inverse_width(w):  # pragma: no cover - compiled
-    """1/w where that is safe to multiply by (w not tiny), else 0 (meaning: divide by w)."""
-    return 1.0 / w if w > 1e-290 else 0.0
-
-
-@numba.njit(cache=True, inline="always")
-def _half_u2_excess(slope, dx_bm, d_m, d_b, w, iw):  # pragma: no cover - compiled
-    """½(u_m² - u_b²) = ½ · slope(x_b - x_m)/w · (d_m + d_b)/w, ≥ 0, never NaN (may be +inf).
-
-    ``dx_bm`` = x_b - x_m, d = ln L_obs - ln μ_L, u = d / w (d, slope and w may all carry the
-    same scale factor); b is the grid point nearest the relation's inverse, so the excess is
-    ≥ 0 up to round-off (clipped at 0).  ``iw`` is :func:`_inverse_width` of ``w`` (``w`` may
-    have underflowed to 0).
-    """
-    num_p = slope * dx_bm
-    num_q = d_m + d_b
-    if num_p == 0.0 or num_q == 0.0:
-        return 0.0
-    if iw > 0.0:
-        h = 0.5 * (num_p * iw) * (num_q * iw)
-    else:
-        h = 0.5 * (num_p / w) * (num_q / w)
-    return h if h > 0.0 else 0.0
-
-
 @numba.njit(parallel=True, cache=True)
 def _kernel_logspace(rows_idx, log_lobs, zfac, width, lnp, x, wts, a1, a2, lna3, a4, scale, out):  # pragma: no cover
     n_m = lnp.shape[1]
@@ -364,12 +286,12 @@ def _kernel_logspace(rows_idx, log_lobs, zfac, width, lnp, x, wts, a1, a2, lna3,
             # is 0 at every mass and the row is the prior)
             b = 0
             if slope != 0.0:
-                b = _nearest_index(x, off / slope)
+                b = nearest_index(x, off / slope)
             d_b = off - slope * x[b]
-            iw = _inverse_width(w)
+            iw = inverse_width(w)
             emax = -np.inf
             for m in range(n_m):
-                e[m] = lnp[k, m] - _half_u2_excess(slope, x[b] - x[m], off - slope * x[m], d_b, w, iw)
+                e[m] = lnp[k, m] - half_u2_excess(slope, x[b] - x[m], off - slope * x[m], d_b, w, iw)
                 emax = max(emax, e[m])
             # e[b] = lnp[k, b] is finite, so emax is; where the excess overflows everywhere else
             # (vanishing S and σ_obs) the row is the normalised spike at b
@@ -452,18 +374,6 @@ def _prepare(log_lobs, z, sigma_obs, z_nodes, log_table, mass, alpha1, alpha2, a
     lnp = np.ascontiguousarray(prior_rows(z, z_nodes, log_table, x, ids=ids, who="posterior_block"))
     return {"log_lobs": log_lobs, "zfac": np.log1p(z), "width": width, "lnp": lnp, "x": x, "wts": wts,
             "a1": a1, "a2": a2, "lna3": np.log(a3), "a4": a4, "scale": hyper_scale(a1, a2, a4)}
-
-
-def hyper_scale(a1, a2, a4) -> np.ndarray:
-    """Power-of-two factor c per realization with c·max(|α1|, |α2|, |α4|) < 1 when that exceeds 2^500, else 1.
-
-    The log-space paths form ln L_obs - ln μ_L from hyperparameters multiplied by c, so that
-    no partial sum overflows even for α's near the float64 limit (c = 1, i.e. exact, for every
-    realistic relation).
-    """
-    mx = np.maximum(np.maximum(np.abs(a1), np.abs(a2)), np.abs(a4))
-    _, e = np.frexp(mx)
-    return np.where(mx > 2.0**500, np.ldexp(1.0, -e), 1.0)
 
 
 def posterior_block(

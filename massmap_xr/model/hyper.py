@@ -7,7 +7,8 @@ variables ``alpha1 alpha2 alpha3 alpha4 S`` (optional ``weight``, non-negative).
   posterior of your catalogue);
 - :func:`read_hyper`: a CSV or NetCDF table with those columns/variables;
 - :func:`from_arviz`: an ArviZ-style posterior with ``(chain, draw)`` dims, stacked into
-  ``realization`` (without a MultiIndex, which Zarr cannot store).
+  ``realization`` (without a MultiIndex, which Zarr cannot store); :func:`to_arviz` goes the
+  other way, from inferred draws to ArviZ's layout.
 
 :func:`as_hyper` accepts any of these (or a mapping of arrays) and validates it.
 """
@@ -21,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from massmap_xr.errors import HyperparameterError, describe_offenders, format_offenders
+from massmap_xr.errors import HyperparameterError, InferenceError, describe_offenders, format_offenders
 from massmap_xr.model.relation import HYPER_NAMES
 
-__all__ = ["REDDICK2013", "reddick2013", "read_hyper", "from_arviz", "as_hyper", "validate_hyper", "hyper_hash"]
+__all__ = ["HYPER_ATTRS", "REDDICK2013", "reddick2013", "read_hyper", "from_arviz", "to_arviz", "as_hyper", "validate_hyper",
+           "hyper_hash"]
 
 #: Reddick et al. (2013) constraints used as the default hyperparameter distribution:
 #: name -> (mean, standard deviation); alpha3 (pivot mass, M_sun) is fixed.
@@ -36,7 +38,8 @@ REDDICK2013 = {
     "S": (0.155, 0.0009),
 }
 
-_ATTRS = {
+#: variable attributes (long_name, units) of a hyperparameter Dataset
+HYPER_ATTRS = {
     "alpha1": {"long_name": "normalisation of ln mean luminosity", "units": "1"},
     "alpha2": {"long_name": "slope of ln luminosity in ln mass", "units": "1"},
     "alpha3": {"long_name": "pivot mass", "units": "solMass"},
@@ -49,7 +52,7 @@ _ATTRS = {
 def _dataset(values: Mapping[str, np.ndarray], attrs: dict | None = None) -> xr.Dataset:
     n = len(next(iter(values.values())))
     ds = xr.Dataset(
-        {k: ("realization", np.asarray(v, dtype=float), dict(_ATTRS.get(k, {}))) for k, v in values.items()},
+        {k: ("realization", np.asarray(v, dtype=float), dict(HYPER_ATTRS.get(k, {}))) for k, v in values.items()},
         coords={"realization": np.arange(n, dtype=np.int64)},
         attrs=attrs or {},
     )
@@ -157,6 +160,65 @@ def from_arviz(posterior) -> xr.Dataset:
     )
     st.attrs = dict(ds.attrs)
     return st
+
+
+def to_arviz(result: xr.Dataset, *, seed: int | None = 0):
+    """The inferred hyperparameters in ArviZ's ``(chain, draw)`` layout.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        Output of :func:`massmap_xr.inference.infer_hyperparameters` (``realization`` with ``chain``/``draw``
+        coordinates).  Importance-weighted draws (non-uniform ``weight``) are first resampled
+        (systematic resampling with ``seed``) into one unweighted chain, since ArviZ has no
+        notion of weights.
+    seed : int, optional
+        Seed of that resampling.
+
+    Returns
+    -------
+    arviz.InferenceData or xarray.Dataset
+        An ``InferenceData`` with a ``posterior`` group when :mod:`arviz` is importable,
+        otherwise a Dataset with dims ``(chain, draw)``.  Either is accepted by
+        :func:`from_arviz` / :func:`as_hyper`.
+    """
+    if not isinstance(result, xr.Dataset) or "realization" not in result.dims:
+        raise InferenceError("to_arviz expects the Dataset returned by infer_hyperparameters (dim 'realization')")
+    missing = [k for k in HYPER_NAMES if k not in result]
+    if missing:
+        raise InferenceError(f"to_arviz: missing hyperparameter variable(s) {missing}")
+    n = result.sizes["realization"]
+    w = np.asarray(result["weight"].values, dtype=float) if "weight" in result else np.full(n, 1.0 / n)
+    w = w / w.sum()
+    names = [k for k in (*HYPER_NAMES, "log_likelihood") if k in result]
+    attrs = {k: v for k, v in result.attrs.items() if isinstance(v, (str, int, float, np.integer, np.floating))}
+    if not np.allclose(w, 1.0 / n, rtol=1e-9, atol=0) or "chain" not in result.coords:
+        rng = np.random.default_rng(seed)
+        pos = (rng.uniform() + np.arange(n)) / n
+        idx = np.minimum(np.searchsorted(np.cumsum(w), pos), n - 1)
+        arrays = {k: np.asarray(result[k].values)[idx][None, :] for k in names}
+        attrs["resampled_from_weights"] = 1
+    else:
+        chain = np.asarray(result["chain"].values)
+        draw = np.asarray(result["draw"].values)
+        chains, ci = np.unique(chain, return_inverse=True)
+        draws, di = np.unique(draw, return_inverse=True)
+        if chains.size * draws.size != n:
+            raise InferenceError("to_arviz: the (chain, draw) coordinates do not form a full grid")
+        arrays = {}
+        for k in names:
+            a = np.full((chains.size, draws.size), np.nan)
+            a[ci, di] = np.asarray(result[k].values)
+            arrays[k] = a
+    try:
+        import arviz as az
+    except ImportError:
+        n_c, n_d = next(iter(arrays.values())).shape
+        return xr.Dataset({k: (("chain", "draw"), v) for k, v in arrays.items()},
+                          coords={"chain": np.arange(n_c), "draw": np.arange(n_d)}, attrs=attrs)
+    post = {k: v for k, v in arrays.items() if k != "log_likelihood"}
+    stats = {"lp": arrays["log_likelihood"]} if "log_likelihood" in arrays else None
+    return az.from_dict(posterior=post, sample_stats=stats, attrs=attrs)
 
 
 def validate_hyper(hyper: xr.Dataset) -> None:
@@ -284,10 +346,10 @@ def as_hyper(hyper) -> xr.Dataset:
     out = hyper[names].copy()
     for k in names:
         out[k] = out[k].astype(float)
-        out[k].attrs = {**_ATTRS.get(k, {}), **out[k].attrs}
+        out[k].attrs = {**HYPER_ATTRS.get(k, {}), **out[k].attrs}
     w = np.asarray(out["weight"].values, dtype=float) if "weight" in out else np.ones(out.sizes["realization"])
     w = w / w.max()  # scale first: the plain sum of huge weights overflows
-    out["weight"] = ("realization", w / w.sum(), _ATTRS["weight"])
+    out["weight"] = ("realization", w / w.sum(), HYPER_ATTRS["weight"])
     if "realization" not in out.coords:
         out = out.assign_coords(realization=np.arange(out.sizes["realization"], dtype=np.int64))
     return out
