@@ -28,7 +28,8 @@ import xarray as xr
 
 from massmap_xr.errors import MassmapError, PriorError, format_offenders
 
-__all__ = ["MassPrior", "TinkerPrior", "TablePrior", "as_prior", "check_mass_grid", "default_mass_grid"]
+__all__ = ["MassPrior", "TinkerPrior", "TablePrior", "as_prior", "check_mass_grid", "default_mass_grid",
+           "read_prior_table", "prior_from_attrs"]
 
 #: ln-density assigned where a prior is zero (outside its mass range); finite so that
 #: arithmetic stays NaN-free, small enough that exp() of it is exactly zero.
