@@ -42,7 +42,7 @@ seed-field halos × 100 Reddick (2013) realizations (400 masses), the float64 va
 The output is rounded to float32 twice (the unnormalised value, then the normalised one), so
 the stored density has relative error ≤ 2⁻²³ ≈ 1.2e-7 where it exceeds 1e-3 of the peak and
 absolute error ≤ 1.2e-7 of the peak everywhere (measured: 1.16e-7 and 1.14e-7);
-``tests/test_kernel.py`` asserts 2.5e-7 for both.  A float64 scratch row would remove one
+``tests/test_kernels_posterior.py`` asserts 2.5e-7 for both.  A float64 scratch row would remove one
 rounding (≤ 6e-8) at ~20 % of the kernel's speed.
 
 Fallback
