@@ -25,22 +25,21 @@ QS_RATIO = 1.2
 
 @nb.njit(cache=True)
 def _radii(r_out, r_in, q, wmax):
-    """0, r_in, r_in q, ... (steps capped at wmax), ending exactly at r_out."""
-    if r_out <= r_in:
-        out = np.empty(2)
-        out[0] = 0.0
-        out[1] = r_out
-        return out
+    """0, r_in, r_in q, ... (steps capped at wmax) up to the first radius >= r_out.
+
+    The sequence does not depend on r_out beyond where it stops, so maps do not depend on
+    how the samples are chunked.
+    """
     n = 2
     r = r_in
     while r < r_out:
-        r = min(r * q, r + wmax, r_out)
+        r = min(r * q, r + wmax)
         n += 1
     out = np.empty(n)
     out[0] = 0.0
     out[1] = r_in
     for k in range(2, n):
-        out[k] = min(out[k - 1] * q, out[k - 1] + wmax, r_out)
+        out[k] = min(out[k - 1] * q, out[k - 1] + wmax)
     return out
 
 
@@ -107,7 +106,7 @@ def _m2d_sigma(R, m, rs, c, rcut, truncated):
 
 @nb.njit(parallel=True, cache=True)
 def far_field_kernel(px, py, r_near, mu, sx, sy, nx, ny):
-    """Point-mass shear (2, S, ny * nx) at pixel centres farther than r_near from each halo."""
+    """Point-mass shear (2, P, S) at pixel centres farther than r_near[h, s] from each halo."""
     H, S = mu.shape
     P = nx * ny
     g = np.zeros((2, P, S))
@@ -118,14 +117,13 @@ def far_field_kernel(px, py, r_near, mu, sx, sy, nx, ny):
             dx = (xc - px[h]) * sx
             dy = (yc - py[h]) * sy
             r2 = dx * dx + dy * dy
-            if r2 <= r_near[h] * r_near[h]:
-                continue
-            inv = 1.0 / (math.pi * r2 * r2)
+            inv = 1.0 / (math.pi * r2 * r2) if r2 > 0 else 0.0
             t1 = (dy * dy - dx * dx) * inv
             t2 = -2.0 * dx * dy * inv
             for s in range(S):
-                g[0, p, s] += mu[h, s] * t1
-                g[1, p, s] += mu[h, s] * t2
+                if r2 > r_near[h, s] * r_near[h, s]:
+                    g[0, p, s] += mu[h, s] * t1
+                    g[1, p, s] += mu[h, s] * t2
     return g
 
 
@@ -338,11 +336,14 @@ def shear_near_kernel(ptr, ids, dxs, dys, r_near, sx, sy, fac, scale, mass, rs, 
             if fac[h] <= 0.0:
                 continue
             a, b = ptr[h], ptr[h + 1]
-            pj, pr, pc, psn, pw = _shear_points(dxs[a:b], dys[a:b], sx, sy, r_near[h])
-            rmax = r_near[h] + 0.75
-            K = max(2, int(math.ceil(math.log(rmax / RS_IN) / math.log(QS_RATIO))) + 1)
+            rn_max = 0.0
+            for s in range(S):
+                rn_max = max(rn_max, r_near[h, s])
+            pj, pr, pc, psn, pw = _shear_points(dxs[a:b], dys[a:b], sx, sy, rn_max)
+            rmax = rn_max + 0.75
+            dl = math.log(QS_RATIO)
+            K = max(2, int(math.ceil(math.log(rmax / RS_IN) / dl)) + 2)
             lr0 = math.log(RS_IN)
-            dl = (math.log(rmax) - lr0) / (K - 1)
             # table index and weight of every point (sample independent)
             pk = np.empty(pr.size, dtype=np.int64)
             pt = np.empty(pr.size)
@@ -373,10 +374,14 @@ def shear_near_kernel(ptr, ids, dxs, dys, r_near, sx, sy, fac, scale, mass, rs, 
                         continue
                     m2, sg = _m2d_sigma(R, m, rs[h, s], conc[h, s], rcut[h, s], truncated)
                     g[k] = fac[h] * (m2 / math.pi - rp * rp * scale[h] * scale[h] * sg)  # r^2 gamma_t
+                rn2 = r_near[h, s] * r_near[h, s]
                 for i in range(pr.size):
                     cell = ids[a + pj[i]]
                     if cell < 0:
                         continue
+                    j = a + pj[i]
+                    if dxs[j] * dxs[j] + dys[j] * dys[j] > rn2:
+                        continue  # this sample's far field
                     k = pk[i]
                     gr = g[k] + (g[k + 1] - g[k]) * pt[i]
                     r = max(pr[i], RS_IN)

@@ -190,14 +190,16 @@ def kappa_healpix(masses, z=None, nside: int | None = None, *, z_source, nest: b
     return _wrap(out, masses, sample_dim, cell_ids, nside, nest, "kappa", attrs)
 
 
-def _shear_from_kappa_block(k, *, nside, nest, cell_ids, lmax):
+def _shear_from_kappa_block(k, *, nside, nest, cell_ids, lmax, fwhm_rad):
     """(2, s, cells) shear of (s, cells) kappa maps by spin-2 transforms."""
     import healpy as hp
 
     npix = hp.nside2npix(nside)
     ell = np.arange(lmax + 1, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.where(ell >= 2, -np.sqrt((ell + 2) * (ell - 1) / np.where(ell > 0, ell * (ell + 1), 1.0)), 0.0)
+        f = np.where(ell >= 2, -np.sqrt(np.maximum((ell + 2) * (ell - 1), 0.0) / np.where(ell > 0, ell * (ell + 1), 1.0)), 0.0)
+    if fwhm_rad > 0:
+        f = f * hp.gauss_beam(fwhm_rad, lmax)
     out = np.empty((2, k.shape[0], cell_ids.size))
     ring = hp.nest2ring(nside, cell_ids) if nest else cell_ids
     for s in range(k.shape[0]):
@@ -219,22 +221,39 @@ _U_SIGN = 1.0
 
 def shear_healpix(masses, z=None, nside: int | None = None, *, z_source, nest: bool = True, cells: str = "occupied",
                   ra=None, dec=None, concentration=None, truncation="r200m", cut=None, cosmology=None,
-                  max_mass: float = 10**15.5, margin_arcmin: float | None = None, lmax: int | None = None) -> xr.Dataset:
+                  max_mass: float = 10**15.5, margin_arcmin: float | None = None, lmax: int | None = None,
+                  smoothing_fwhm_arcmin: float | None = None) -> xr.Dataset:
     """Shear (gamma1, gamma2) on HEALPix cells from the kappa maps by spin-2 transforms (healpy).
 
-    Same arguments as :func:`kappa_healpix`, plus ``lmax`` (default 3 nside - 1).  Each map
-    costs one full-sky ``map2alm`` and ``alm2map_spin`` at ``nside`` (seconds at nside 1024,
-    minutes at 4096).  Sign convention: ``shear_convention`` attr (as :func:`shear_flat`).
+    Same arguments as :func:`kappa_healpix`, plus ``lmax`` (default 3 nside - 1) and
+    ``smoothing_fwhm_arcmin``: a Gaussian beam applied to the E modes (default twice the cell
+    resolution).  Without it the band limit makes the shear of a cusp ring (+-10 % of gamma_t
+    tens of cells away); with the default the shear is within 1-2 % of the analytic profile
+    beyond 6 cells of a halo (``tests/test_lensing.py``) and smoothed on the cell scale.
+    Each map costs one full-sky ``map2alm`` and ``alm2map_spin`` at ``nside`` (about a second
+    at nside 512, tens of seconds at 2048 and more).  Sign convention: ``shear_convention``
+    attr (as :func:`shear_flat`).
     """
     kappa = kappa_healpix(masses, z, nside, z_source=z_source, nest=nest, cells=cells, ra=ra, dec=dec,
                           concentration=concentration, truncation=truncation, cut=cut, cosmology=cosmology,
                           max_mass=max_mass, margin_arcmin=margin_arcmin)
     nside_v = int(kappa.attrs["nside"])
+    import healpy as hp
+
     lmax = 3 * nside_v - 1 if lmax is None else int(lmax)
+    if smoothing_fwhm_arcmin is None:
+        fwhm = 2.0 * hp.nside2resol(nside_v)
+    else:
+        try:
+            fwhm = math.radians(float(smoothing_fwhm_arcmin) / 60.0)
+        except (TypeError, ValueError):
+            fwhm = float("nan")
+        if not math.isfinite(fwhm) or fwhm < 0:
+            raise LensingError(f"smoothing_fwhm_arcmin must be a number of arcmin >= 0, got {smoothing_fwhm_arcmin!r}")
     cell_ids = np.asarray(kappa["cell_ids"].values)
     k2 = kappa if kappa.ndim == 2 else kappa.expand_dims("_s")
     data = k2.data
-    fn = _Fn(_shear_from_kappa_block, lead=(2,), nside=nside_v, nest=bool(nest), cell_ids=cell_ids, lmax=lmax)
+    fn = _Fn(_shear_from_kappa_block, lead=(2,), nside=nside_v, nest=bool(nest), cell_ids=cell_ids, lmax=lmax, fwhm_rad=fwhm)
     if type(data).__module__.startswith("dask"):
         import dask.array as da
 
@@ -247,6 +266,7 @@ def shear_healpix(masses, z=None, nside: int | None = None, *, z_source, nest: b
         out = out[:, 0]
     attrs = {k: v for k, v in kappa.attrs.items() if k not in ("long_name", "quantity")}
     attrs.update(quantity="shear", shear_convention=SHEAR_CONVENTION, lmax=lmax,
+                 smoothing_fwhm_arcmin=math.degrees(fwhm) * 60.0,
                  method="spin-2 harmonic transform of kappa (healpy map2alm, alm2map_spin), E mode only")
     ds = xr.Dataset(
         {"gamma1": (kappa.dims, out[0], {**attrs, "long_name": "shear component gamma1"}),

@@ -289,9 +289,8 @@ def _shear_flat_block(m, *, model, px, py, front, pix_rad, nx, ny, sx, sy, far_f
     scale = pix_rad * geo.d_l
     safe = np.where(scale > 0, scale, 1.0)
     fac = np.where(front & (scale > 0), geo.sigma_crit_inv / safe**2, 0.0)
-    r_out = np.where(fac > 0, rcut.max(axis=1) / safe, 0.0)
-    r_near = np.where(fac > 0, r_out + 2.0, 0.0)
-    ptr, ids, dxs, dys = K.flat_candidates(px, py, r_near, nx, ny)
+    r_near = np.where(fac[:, None] > 0, rcut / safe[:, None] + 2.0, 0.0)  # per (halo, sample)
+    ptr, ids, dxs, dys = K.flat_candidates(px, py, r_near.max(axis=1), nx, ny)
     out = K.shear_near_kernel(ptr, ids, dxs, dys, r_near, float(sx), float(sy), fac, scale, m, rs, c, rcut,
                               model.truncated, nx * ny, _n_threads()).sum(axis=0)
     if far_field:
@@ -305,7 +304,7 @@ def _shear_flat_block(m, *, model, px, py, front, pix_rad, nx, ny, sx, sy, far_f
             mcut[pos] = m[pos] * _h_untr_vec(model.cut * c[pos]) / (np.log1p(c[pos]) - c[pos] / (1 + c[pos]))
         mu = fac[:, None] * mcut
         live = np.flatnonzero(np.any(mu > 0, axis=1))
-        g = K.far_field_kernel(px[live], py[live], r_near[live], np.ascontiguousarray(mu[live]), float(sx), float(sy), nx, ny)
+        g = K.far_field_kernel(px[live], py[live], np.ascontiguousarray(r_near[live]), np.ascontiguousarray(mu[live]), float(sx), float(sy), nx, ny)
         out += g.transpose(0, 2, 1)
     return out.reshape(2, m.shape[1], ny, nx)
 
@@ -344,18 +343,22 @@ def shear_flat(masses, z=None, *, z_source, center=None, size=None, pixel_scale:
     return ds
 
 
-def kaiser_squires(kappa_map: xr.DataArray, *, pad: bool = True) -> xr.Dataset:
-    """Shear (gamma1, gamma2) of a flat convergence map by FFT (Kaiser & Squires 1993).
+def kaiser_squires(kappa_map: xr.DataArray) -> xr.Dataset:
+    """Shear (gamma1, gamma2) of a flat convergence map by Kaiser & Squires (1993), with FFTs.
 
-    gamma_hat(l) = ((l1^2 - l2^2) + 2 i l1 l2) / l^2 kappa_hat(l), with l1 along east and l2
-    along north (taken from the signed ``x``/``y`` coordinates, so the convention is that of
-    :func:`shear_flat` whichever way the columns run).  ``pad`` zero-pads to twice the size
-    (no periodic images; still, shear near the edges misses the mass outside the map).
+    The convolution gamma(theta) = (1 / pi) sum_pixels D(theta - theta') kappa(theta') A with
+    the kernel D(theta) = -1 / (theta1 - i theta2)^2 = -(theta1 + i theta2)^2 / |theta|^4
+    (theta1 towards east, theta2 towards north, from the signed ``x``/``y`` coordinates, so the
+    convention is that of :func:`shear_flat` whichever way the columns run), sampled at the
+    pixel separations (0 at zero lag) and applied by FFT on a grid zero-padded to twice the
+    size (no periodic images).  Each pixel acts as a point mass at its centre, so the result
+    equals the superposed shear away from the halos (beyond ~2 pixels), less the shear of any
+    mass outside the map.
 
     Parameters
     ----------
     kappa_map : xarray.DataArray
-        A flat map with dims ``(..., y, x)`` (e.g. from :func:`kappa_flat`).
+        A flat map with dims ``(..., y, x)`` (e.g. from :func:`kappa_flat`), in memory.
 
     Returns
     -------
@@ -369,19 +372,18 @@ def kaiser_squires(kappa_map: xr.DataArray, *, pad: bool = True) -> xr.Dataset:
     ny, nx = arr.shape[-2:]
     if nx < 2 or ny < 2:
         raise LensingError(f"kaiser_squires: the map must have at least 2 x 2 pixels, got {ny} x {nx}")
-    dx = float(k["x"].values[1] - k["x"].values[0])
+    dx = float(k["x"].values[1] - k["x"].values[0])  # arcmin, signed: towards east
     dy = float(k["y"].values[1] - k["y"].values[0])
-    py_, px_ = (2 * ny, 2 * nx) if pad else (ny, nx)
-    l1 = np.fft.fftfreq(px_, d=dx)[None, :]
-    l2 = np.fft.fftfreq(py_, d=dy)[:, None]
-    l_sq = l1 * l1 + l2 * l2
+    py_, px_ = 2 * ny, 2 * nx
+    lx = np.fft.fftfreq(px_, d=1.0 / px_)[None, :] * dx
+    ly = np.fft.fftfreq(py_, d=1.0 / py_)[:, None] * dy
+    r2 = lx * lx + ly * ly
     with np.errstate(invalid="ignore", divide="ignore"):
-        d = ((l1 * l1 - l2 * l2) + 2j * l1 * l2) / l_sq
-    d[0, 0] = 0.0
-    kh = np.fft.fft2(arr, s=(py_, px_), axes=(-2, -1))
-    g = np.fft.ifft2(kh * d, axes=(-2, -1))[..., :ny, :nx]
+        d = np.where(r2 > 0, -((lx * lx - ly * ly) + 2j * lx * ly) / (r2 * r2), 0.0) * abs(dx * dy) / math.pi
+    g = np.fft.ifft2(np.fft.fft2(arr, s=(py_, px_), axes=(-2, -1)) * np.fft.fft2(d), axes=(-2, -1))[..., :ny, :nx]
     attrs = {k2: v for k2, v in kappa_map.attrs.items() if k2 not in ("long_name", "quantity")}
-    attrs.update(units="1", quantity="shear", shear_convention=SHEAR_CONVENTION, method="Kaiser-Squires (FFT, zero-padded)" if pad else "Kaiser-Squires (FFT, periodic)")
+    attrs.update(units="1", quantity="shear", shear_convention=SHEAR_CONVENTION,
+                 method="Kaiser-Squires (1993) convolution by FFT, zero-padded")
     out = xr.Dataset(
         {"gamma1": (k.dims, g.real.copy(), {"units": "1", "long_name": "shear component gamma1"}),
          "gamma2": (k.dims, g.imag.copy(), {"units": "1", "long_name": "shear component gamma2"})},

@@ -270,7 +270,8 @@ def _halo_profile(mass, z, theta_arcmin, concentration_model, truncation, cosmol
     c = concentration(mass, z, concentration_model, cosmo)
     rt = r200m(mass, z, cosmo)
     rs = rt / c
-    dl = cosmo.angular_diameter_distance(z.ravel()).to_value("Mpc").reshape(z.shape)
+    zu, inv = np.unique(z.ravel(), return_inverse=True)
+    dl = cosmo.angular_diameter_distance(zu).to_value("Mpc")[inv.ravel()].reshape(z.shape)
     R = np.radians(theta / 60.0) * dl
     rho_s = mass / (4.0 * math.pi * rs**3 * (np.log1p(c) - c / (1.0 + c)))
     x = np.ascontiguousarray((R / rs).ravel())
@@ -280,6 +281,11 @@ def _halo_profile(mass, z, theta_arcmin, concentration_model, truncation, cosmol
     sigma = 2.0 * rho_s * rs * f.reshape(mass.shape)
     m2d = 4.0 * math.pi * rho_s * rs**3 * h.reshape(mass.shape)
     return sigma, m2d, R, mass.shape, z
+
+
+def _unique_inverse_sigma_crit(z, z_source, cosmology):
+    zu, inv = np.unique(z.ravel(), return_inverse=True)
+    return sigma_crit_inverse(zu, z_source, cosmology=cosmology)[inv.ravel()].reshape(z.shape)
 
 
 def nfw_sigma(mass, z, theta_arcmin, *, concentration=None, truncation="r200m", cosmology=None) -> np.ndarray:
@@ -325,7 +331,7 @@ def nfw_kappa(mass, z, theta_arcmin, *, z_source, concentration=None, truncation
     True
     """
     sigma, _, _, _, zb = _halo_profile(mass, z, theta_arcmin, concentration, truncation, cosmology)
-    return sigma * sigma_crit_inverse(zb, z_source, cosmology=cosmology)
+    return sigma * _unique_inverse_sigma_crit(zb, z_source, cosmology)
 
 
 def nfw_shear(mass, z, theta_arcmin, *, z_source, concentration=None, truncation="r200m", cosmology=None) -> np.ndarray:
@@ -338,7 +344,7 @@ def nfw_shear(mass, z, theta_arcmin, *, z_source, concentration=None, truncation
     if np.any(theta <= 0):
         raise LensingError("theta_arcmin must be > 0 for the tangential shear (it is undefined at the centre)")
     sigma, m2d, R, _, zb = _halo_profile(mass, z, theta, concentration, truncation, cosmology)
-    inv = sigma_crit_inverse(zb, z_source, cosmology=cosmology)
+    inv = _unique_inverse_sigma_crit(zb, z_source, cosmology)
     return (m2d / (math.pi * R**2) - sigma) * inv
 
 
