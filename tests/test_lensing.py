@@ -382,3 +382,11 @@ def test_missing_redshift_and_negative_masses():
         L.kappa_flat(halos([-1e14], [150.0], [2.0], [0.3]), z_source=1.0, center=CENTER, size=5)
     with pytest.raises(L.LensingError, match="nside is required"):
         L.kappa_healpix(halos([1e14], [150.0], [2.0], [0.3]), z_source=1.0)
+
+
+def test_kappa_map_samples_a_cube(small_cube):
+    k = L.kappa_map(small_cube, 4, flat=2.0, z_source=3.5, seed=1)
+    assert k.dims == ("sample", "y", "x") and k.sizes["sample"] == 4
+    assert float(k.max().compute()) > 0
+    with pytest.raises(L.LensingError, match="exactly one"):
+        L.kappa_map(small_cube, 4, z_source=1.0)

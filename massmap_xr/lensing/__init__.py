@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from massmap_xr.lensing.cosmology import sigma_crit, sigma_crit_inverse
 from massmap_xr.lensing.healpix import kappa_healpix, shear_healpix
-from massmap_xr.lensing.maps import SHEAR_CONVENTION, kaiser_squires, kappa_flat, shear_flat
+from massmap_xr.lensing.maps import SHEAR_CONVENTION, kaiser_squires, kappa_flat, kappa_map, shear_flat
 from massmap_xr.lensing.profiles import concentration, nfw_kappa, nfw_mass_2d, nfw_shear, nfw_sigma, r200m
 from massmap_xr.lensing.validation import LensingError
 
@@ -24,6 +24,7 @@ __all__ = [
     "kaiser_squires",
     "kappa_flat",
     "kappa_healpix",
+    "kappa_map",
     "nfw_kappa",
     "nfw_mass_2d",
     "nfw_shear",

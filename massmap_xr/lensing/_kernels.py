@@ -209,7 +209,17 @@ def _halo_weights(r, dxs, dys):
     for i in range(total):
         s = colsum[ek[i]]
         ew[i] = ew[i] / s if s > 0 else 0.0
-    return ej, ek, ew, ec
+    # annuli no candidate square overlaps (gaps between HEALPix cells' squares): their mass
+    # goes to the nearest candidate
+    lost = colsum <= 0.0
+    jn = 0
+    dmin = np.inf
+    for j in range(n):
+        d = dxs[j] * dxs[j] + dys[j] * dys[j]
+        if d < dmin:
+            dmin = d
+            jn = j
+    return ej, ek, ew, ec, lost, jn
 
 
 @nb.njit(parallel=True, cache=True)
@@ -230,7 +240,7 @@ def kappa_kernel(ptr, ids, dxs, dys, r_out, fac, scale, mass, rs, conc, rcut, tr
                     rb = max(rb, min(0.5 - abs(dxs[j]), 0.5 - abs(dys[j])))
             r = _radii(r_out[h], rb, Q_RATIO, W_MAX)
             K = r.size - 1
-            ej, ek, ew, ec = _halo_weights(r, dxs[a:b], dys[a:b])
+            ej, ek, ew, ec, lost, jn = _halo_weights(r, dxs[a:b], dys[a:b])
             cum = np.empty(K + 1)
             wcut = np.empty(ej.size)
             for s in range(S):
@@ -268,6 +278,12 @@ def kappa_kernel(ptr, ids, dxs, dys, r_out, fac, scale, mass, rs, conc, rcut, tr
                     if k == kc:
                         w = wcut[i] / wsum if wsum > 0 else w
                     out[t, s, cell] += f * w * (cum[k + 1] - cum[k])
+                if b > a and ids[a + jn] >= 0:
+                    dm = 0.0
+                    for k in range(K):
+                        if lost[k]:
+                            dm += cum[k + 1] - cum[k]
+                    out[t, s, ids[a + jn]] += f * dm
     return out
 
 
