@@ -53,7 +53,7 @@ class MassmapAccessor:
     (several writers), ``append_halos_to(path)``, ``append_realizations_to(path)``.
     Analysis: ``marginalize``, ``cdf``, ``summary``, ``quantile``, ``fit_normal``, ``sample``,
     ``calibration``, ``halo_prior``.  Figures: ``plot_posterior``, ``plot_calibration``,
-    ``plot_fit``.
+    ``plot_fit``.  Lensing: ``kappa_map(n, flat=ARCMIN | nside=NSIDE, z_source=Z)``.
     """
 
     def __init__(self, ds: xr.Dataset):
@@ -75,3 +75,4 @@ class MassmapAccessor:
     plot_posterior = _Delegate("plot", "plot_posterior")
     plot_calibration = _Delegate("plot", "plot_calibration")
     plot_fit = _Delegate("plot", "plot_fit")
+    kappa_map = _Delegate("lensing.maps", "kappa_map")
