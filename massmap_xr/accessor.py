@@ -68,7 +68,7 @@ class MassmapAccessor(_Accessor):
     (several writers), ``append_halos_to(path)``, ``append_realizations_to(path)``.
     Analysis: ``marginalize``, ``cdf``, ``summary``, ``quantile``, ``fit_normal``, ``sample``,
     ``calibration``, ``halo_prior``.  Figures: ``plot_posterior``, ``plot_calibration``,
-    ``plot_fit``.
+    ``plot_fit``.  Lensing: ``kappa_map(n, flat=ARCMIN | nside=NSIDE, z_source=Z)``.
     """
 
     to_store = _Delegate("store", "to_store")
@@ -87,6 +87,7 @@ class MassmapAccessor(_Accessor):
     plot_posterior = _Delegate("analysis.plots", "plot_posterior")
     plot_calibration = _Delegate("analysis.plots", "plot_calibration")
     plot_fit = _Delegate("analysis.plots", "plot_fit")
+    kappa_map = _Delegate("lensing", "kappa_map")
 
 
 @xr.register_dataarray_accessor("massmap")
@@ -96,6 +97,8 @@ class MassmapArrayAccessor(_Accessor):
     On sampled masses (``ds.massmap.sample(n)``): ``project_flat``, ``project_healpix``.
     On maps: ``statistics`` (mean, std, quantiles, S/N), ``write`` (by suffix: .zarr, .nc, .fits,
     .png), ``to_fits``, ``plot`` (one map), ``plot_maps`` (a sample stack or statistics).
+    Lensing, on sampled masses: ``kappa_flat``, ``kappa_healpix``, ``shear_flat``,
+    ``shear_healpix``; on a flat κ map: ``kaiser_squires``.
     """
 
     project_flat = _Delegate("sky", "project_flat")
@@ -105,3 +108,8 @@ class MassmapArrayAccessor(_Accessor):
     to_fits = _Delegate("sky", "to_fits")
     plot = _Delegate("sky", "plot_map")
     plot_maps = _Delegate("sky", "plot_maps")
+    kappa_flat = _Delegate("lensing", "kappa_flat")
+    kappa_healpix = _Delegate("lensing", "kappa_healpix")
+    shear_flat = _Delegate("lensing", "shear_flat")
+    shear_healpix = _Delegate("lensing", "shear_healpix")
+    kaiser_squires = _Delegate("lensing", "kaiser_squires")

@@ -13,6 +13,7 @@ Sub-commands::
     massmap summary STORE -o F        per-halo summaries to CSV or NetCDF
     massmap sample STORE -n N -o F    mass samples to Zarr/NetCDF
     massmap map STORE (--flat ARCMIN | --healpix NSIDE) -n N -o OUT
+    massmap kappa STORE (--flat ARCMIN | --healpix NSIDE) --z-source Z -n N -o OUT
     massmap infer CATALOG -o hyper.nc infer the hyper-posterior from a catalogue
 
 Errors in the input are reported as one line ``massmap: error: ...`` with exit status 2.
@@ -204,6 +205,18 @@ def cmd_map(args) -> int:
     return 0
 
 
+def cmd_kappa(args) -> int:
+    from massmap_xr.lensing import kappa_map
+    from massmap_xr.sky import map_statistics, write_map
+    from massmap_xr.store import open_store
+
+    kw = {"flat": args.flat} if args.flat is not None else {"nside": args.healpix, "nest": not args.ring}
+    maps = kappa_map(open_store(args.store), args.n, z_source=args.z_source, seed=args.seed, **kw)
+    write_map(maps if args.samples else map_statistics(maps), args.output, overwrite=args.overwrite)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def cmd_infer(args) -> int:
     from massmap_xr.inference import infer_to_file
 
@@ -336,6 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overwrite", action="store_true", help="replace an existing output")
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(func=cmd_map)
+
+    k = sub.add_parser("kappa", help="lensing convergence maps of mass samples (NFW halos, M200m)")
+    k.add_argument("store")
+    gk = k.add_mutually_exclusive_group(required=True)
+    gk.add_argument("--flat", type=float, metavar="PIXEL_ARCMIN")
+    gk.add_argument("--healpix", type=int, metavar="NSIDE")
+    k.add_argument("--ring", action="store_true", help="RING ordering for HEALPix (default NESTED)")
+    k.add_argument("--z-source", type=float, required=True, help="source-plane redshift")
+    k.add_argument("-n", type=int, default=100, help="number of mass samples (maps)")
+    k.add_argument("-o", "--output", required=True, help="OUT.zarr, .nc, .fits or .png")
+    k.add_argument("--samples", action="store_true", help="write the stack of maps instead of their statistics")
+    k.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    k.add_argument("--seed", type=int, default=0)
+    k.set_defaults(func=cmd_kappa)
 
     f = sub.add_parser("infer", help="infer the hyper-posterior from a catalogue")
     catalog_args(f)

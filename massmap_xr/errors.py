@@ -22,6 +22,7 @@ __all__ = [
     "IncompleteStoreError",
     "SchemaVersionError",
     "ProjectionError",
+    "LensingError",
     "AnalysisError",
     "InferenceError",
     "OutputExistsError",
@@ -77,6 +78,10 @@ class SchemaVersionError(StoreError):
 
 class ProjectionError(MassmapError):
     """A sky projection was asked for with inconsistent or invalid parameters."""
+
+
+class LensingError(ProjectionError):
+    """A lensing quantity was asked for with invalid inputs (redshifts, profile, grid, ...)."""
 
 
 class AnalysisError(MassmapError):

@@ -19,6 +19,9 @@ __all__ = ["tan_forward", "tan_inverse", "field_center", "wrap_ra_degrees"]
 def tan_forward(ra, dec, ra0, dec0):
     """Gnomonic projection of ``(ra, dec)`` about ``(ra0, dec0)``.
 
+    ``ra0``, ``dec0`` are one tangent point, or arrays broadcasting against ``ra``, ``dec`` (a
+    tangent point per position, e.g. each halo's own centre).
+
     Returns
     -------
     xi, eta : numpy.ndarray
@@ -34,14 +37,19 @@ def tan_forward(ra, dec, ra0, dec0):
     """
     a = np.radians(np.asarray(ra, dtype=np.float64))
     d = np.radians(np.asarray(dec, dtype=np.float64))
-    a0, d0 = math.radians(ra0), math.radians(dec0)
+    if np.ndim(ra0) == 0 and np.ndim(dec0) == 0:
+        a0, d0 = math.radians(ra0), math.radians(dec0)
+        sin_d0, cos_d0 = math.sin(d0), math.cos(d0)
+    else:  # one tangent point per position
+        a0, d0 = np.radians(np.asarray(ra0, dtype=np.float64)), np.radians(np.asarray(dec0, dtype=np.float64))
+        sin_d0, cos_d0 = np.sin(d0), np.cos(d0)
     da = a - a0
     cos_d, sin_d, cos_da = np.cos(d), np.sin(d), np.cos(da)
-    cos_c = math.sin(d0) * sin_d + math.cos(d0) * cos_d * cos_da
+    cos_c = sin_d0 * sin_d + cos_d0 * cos_d * cos_da
     front = cos_c > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         xi = np.degrees(cos_d * np.sin(da) / cos_c)
-        eta = np.degrees((math.cos(d0) * sin_d - math.sin(d0) * cos_d * cos_da) / cos_c)
+        eta = np.degrees((cos_d0 * sin_d - sin_d0 * cos_d * cos_da) / cos_c)
     return xi, eta, front
 
 

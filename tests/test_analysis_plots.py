@@ -9,9 +9,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 from builders import chunked
 from builders import gaussian_cube as make_cube
+from matplotlib.figure import Figure
 
 from massmap_xr import analysis
 from massmap_xr.analysis import plots as plot
