@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import warnings
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
 from astropy.io import fits
 from astropy.wcs import WCS
+from builders import raise_if_dask_computes
 from hypothesis import given
 from strategies import QUICK, sky_fields
 
@@ -35,24 +35,6 @@ CENTER = (150.0, 2.0)
 # --------------------------------------------------------------------------------------
 # utilities
 # --------------------------------------------------------------------------------------
-class _CountingScheduler:
-    """A dask scheduler that fails once more than ``max_computes`` computations run."""
-
-    def __init__(self, max_computes: int = 0):
-        self.total = 0
-        self.max_computes = max_computes
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.total += 1
-        if self.total > self.max_computes:
-            raise RuntimeError(f"too many dask computations: {self.total} > {self.max_computes}")
-        return dask.get(dsk, keys, **kwargs)
-
-
-def raise_if_dask_computes(max_computes: int = 0):
-    return dask.config.set(scheduler=_CountingScheduler(max_computes))
-
-
 def make_masses(n=3000, n_sample=8, seed=0, center=CENTER, half=0.34, order=("halo", "sample")):
     """Halo masses (M_sun) with ra/dec coordinates, uniform in a square about ``center``."""
     rng = np.random.default_rng(seed)

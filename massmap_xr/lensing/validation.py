@@ -8,7 +8,6 @@ projection of the halo masses.
 from __future__ import annotations
 
 import numpy as np
-import xarray as xr
 
 from massmap_xr.errors import LensingError, format_offenders
 
@@ -24,14 +23,6 @@ def halo_inputs(masses, z=None, ra=None, dec=None):
     """
     from massmap_xr.sky import validate_masses, validate_positions
 
-    if not isinstance(masses, (xr.DataArray, xr.Dataset)):
-        try:
-            arr = np.asarray(masses)
-        except (TypeError, ValueError) as exc:
-            raise LensingError(f"masses: cannot convert {type(masses).__name__} to an array ({exc})") from None
-        if arr.ndim not in (1, 2):
-            raise LensingError(f"masses: expected a 1-D (halo,) or 2-D (halo, sample) array of M_sun, got shape {arr.shape}")
-        masses = xr.DataArray(arr, dims=("halo",) if arr.ndim == 1 else ("halo", "sample"))
     masses, sample_dim = validate_masses(masses)
     ra_v, dec_v = validate_positions(masses, ra, dec)
     if z is None:
