@@ -1,0 +1,150 @@
+"""Stores that never lose data: replacement beside the old store, refusal of what is not a store,
+write-time rules as strict as verification's, no side effects from failed commands, resource guards."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+import massmap_xr.store as st
+from massmap_xr.catalog import mock_catalog
+from massmap_xr.cube import build_posterior
+from massmap_xr.errors import StoreError
+from massmap_xr.model.hyper import reddick2013
+
+
+def digests(root) -> dict:
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def cubes():
+    cat = mock_catalog(20, seed=3)
+    a = build_posterior(cat, reddick2013(3, seed=1), chunks=8)
+    b = build_posterior(cat, reddick2013(3, seed=2), chunks=8)
+    return a, b
+
+
+@pytest.fixture
+def store(tmp_path, cubes):
+    return st.to_store(cubes[0], tmp_path / "old.zarr", progress=False)
+
+
+def siblings(path):
+    parent = os.path.dirname(str(path))
+    return sorted(n for n in os.listdir(parent) if n != os.path.basename(str(path)))
+
+
+def negative_cube(cube):
+    """Normalised rows with a negative density: halo 0, realization 0 gets +x / -x at two masses."""
+    post = cube["posterior"].values.copy()
+    post[0, 10, 0] -= 5.0
+    post[0, 11, 0] += 5.0  # the trapezoid integral over the uniform grid stays 1
+    return cube.assign(posterior=(cube["posterior"].dims, post, cube["posterior"].attrs))
+
+
+@pytest.mark.parametrize("bad", ["unnormalised", "negative", "nan"])
+def test_failed_replacement_leaves_old_store_bit_identical(store, cubes, bad):
+    cube = cubes[1]
+    if bad == "unnormalised":
+        cube = cube.assign(posterior=cube["posterior"] * 1.5)
+    elif bad == "negative":
+        cube = negative_cube(cube.load())
+    else:
+        cube = cube.assign(posterior=cube["posterior"].where(cube["halo"] != cube["halo"][5]))
+    before, around = digests(store), siblings(store)
+    with pytest.raises(StoreError, match="not normalised"):
+        st.to_store(cube, store, mode="w", progress=False)
+    assert digests(store) == before
+    assert siblings(store) == around  # the temporary sibling was removed
+    assert st.verify_store(store).ok
+
+
+def test_successful_replacement_gives_the_new_cube(store, cubes):
+    around = siblings(store)
+    st.to_store(cubes[1], store, mode="w", progress=False)
+    assert siblings(store) == around
+    got = st.open_store(store)
+    assert got.attrs["hyper_hash"] == cubes[1].attrs["hyper_hash"]
+    np.testing.assert_array_equal(got["posterior"].values, cubes[1]["posterior"].values)
+    assert st.verify_store(store).ok
+
+
+@pytest.mark.parametrize("kind", ["directory", "file", "zarr"])
+def test_replacing_what_is_not_a_store_is_refused_untouched(tmp_path, cubes, kind):
+    import zarr
+
+    path = tmp_path / "x"
+    if kind == "directory":
+        path.mkdir()
+        for n in ("a.txt", "b.txt", "c.txt"):
+            (path / n).write_text(n)
+        match = "is a directory with 3 entries that is not a massmap store"
+    elif kind == "file":
+        path.write_bytes(b"precious")
+        match = "is a file of 8 bytes, not a massmap store"
+    else:
+        zarr.open_group(str(path), mode="w").create_array("data", shape=(3,), dtype="f8")
+        match = "not a massmap store"
+    before = digests(tmp_path)
+    for call in (lambda: st.to_store(cubes[0], path, mode="w", progress=False),
+                 lambda: st.init_store(cubes[0], path, mode="w")):
+        with pytest.raises(StoreError, match=match) as info:
+            call()
+        assert "choose another path or remove it yourself" in str(info.value)
+        assert digests(tmp_path) == before
+        assert sorted(os.listdir(tmp_path)) == ["x"]
+
+
+def test_negative_densities_are_refused_at_write_time(tmp_path, cubes):
+    cube = negative_cube(cubes[0].load())
+    w = cube["log10_mass"].values
+    assert abs(np.trapezoid(cube["posterior"].values[0, :, 0], w) - 1) < 1e-4  # still normalised
+    with pytest.raises(StoreError, match=r"(?s)negative densities \(1 row.*first ids: " + str(int(cube.halo[0]))):
+        st.to_store(cube, tmp_path / "n.zarr", progress=False)
+    with pytest.raises(Exception):  # noqa: B017 - never marked complete
+        st.open_store(tmp_path / "n.zarr")
+
+
+def test_verify_flags_negative_densities(tmp_path, cubes, monkeypatch):
+    """A store written before the write-time rule (negatives unchecked): checksums match, norms are 1."""
+    import types
+
+    import massmap_xr.store.slabs as slabs
+
+    fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+    fake.any = lambda a, axis=None: np.zeros_like(np.any(a, axis=axis))
+    monkeypatch.setattr(slabs, "np", fake)
+    path = st.to_store(negative_cube(cubes[0].load()), tmp_path / "old.zarr", progress=False)
+    monkeypatch.undo()
+    report = st.verify_store(path)
+    assert not report.ok
+    assert [p for p in report.problems if "negative density" in p] == [
+        "chunk (0, 0): halos [0, 20), realizations [0, 3): 1 negative density value(s) (a posterior density is never "
+        "negative); rebuild the store"]
+
+
+def test_finalize_and_write_slabs_on_a_missing_path_create_nothing(tmp_path, cubes):
+    missing = tmp_path / "missing.zarr"
+    with pytest.raises(StoreError, match="does not exist"):
+        st.finalize_store(missing)
+    with pytest.raises(StoreError, match="does not exist"):
+        st.write_slabs(cubes[0], missing, halo_range=(0, 8))
+    assert not missing.exists()
+    st.to_store(cubes[0], missing, progress=False)  # a real build is not blocked
+    assert st.verify_store(missing).ok
+
+
+def test_store_below_a_regular_file_is_refused(tmp_path, cubes):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(StoreError, match="is a file, not a directory"):
+        st.to_store(cubes[0], tmp_path / "f" / "s.zarr", progress=False)
