@@ -58,7 +58,7 @@ def test_failed_replacement_leaves_old_store_bit_identical(store, cubes, bad):
     if bad == "unnormalised":
         cube = cube.assign(posterior=cube["posterior"] * 1.5)
     elif bad == "negative":
-        cube = negative_cube(cube.load())
+        cube = negative_cube(cube.compute())
     else:
         cube = cube.assign(posterior=cube["posterior"].where(cube["halo"] != cube["halo"][5]))
     before, around = digests(store), siblings(store)
@@ -106,7 +106,7 @@ def test_replacing_what_is_not_a_store_is_refused_untouched(tmp_path, cubes, kin
 
 
 def test_negative_densities_are_refused_at_write_time(tmp_path, cubes):
-    cube = negative_cube(cubes[0].load())
+    cube = negative_cube(cubes[0].compute())
     w = cube["log10_mass"].values
     assert abs(np.trapezoid(cube["posterior"].values[0, :, 0], w) - 1) < 1e-4  # still normalised
     with pytest.raises(StoreError, match=r"(?s)negative densities \(1 row.*first ids: " + str(int(cube.halo[0]))):
@@ -124,7 +124,7 @@ def test_verify_flags_negative_densities(tmp_path, cubes, monkeypatch):
     fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
     fake.any = lambda a, axis=None: np.zeros_like(np.any(a, axis=axis))
     monkeypatch.setattr(slabs, "np", fake)
-    path = st.to_store(negative_cube(cubes[0].load()), tmp_path / "old.zarr", progress=False)
+    path = st.to_store(negative_cube(cubes[0].compute()), tmp_path / "old.zarr", progress=False)
     monkeypatch.undo()
     report = st.verify_store(path)
     assert not report.ok
@@ -148,3 +148,103 @@ def test_store_below_a_regular_file_is_refused(tmp_path, cubes):
     (tmp_path / "f").write_text("x")
     with pytest.raises(StoreError, match="is a file, not a directory"):
         st.to_store(cubes[0], tmp_path / "f" / "s.zarr", progress=False)
+
+
+# --------------------------------------------------------------------------- inputs that slipped through
+def test_csv_with_a_repeated_column_name_is_refused(tmp_path):
+    from massmap_xr.catalog import read_catalog
+    from massmap_xr.errors import CatalogError
+
+    p = tmp_path / "dup.csv"
+    p.write_text("z,lum_obs,ra,dec,z\n0.1,1e10,10,0,0.2\n0.2,2e10,10.1,0.1,0.3\n")
+    with pytest.raises(CatalogError, match=r"column name\(s\) \['z'\] occur more than once"):
+        read_catalog(p)
+
+
+@pytest.mark.parametrize("name, value", [("alpha1", 1e308), ("alpha1", -1e308), ("alpha4", 1e308)])
+def test_edge_collapse_is_reported_when_the_check_overflows(name, value):
+    import warnings
+
+    from massmap_xr.errors import CatalogWarning
+
+    cat = mock_catalog(5, seed=1)
+    hyper = reddick2013(2, seed=0)
+    hyper[name][:] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow warnings either
+        with pytest.warns(CatalogWarning, match="5 halo\\(s\\) have L_obs so far"):
+            build_posterior(cat, hyper)
+
+
+def test_flat_likelihood_is_not_an_edge_collapse():
+    import warnings
+
+    cat = mock_catalog(5, seed=1)
+    hyper = reddick2013(2, seed=0)
+    hyper["alpha2"][:] = 0.0
+    hyper["alpha1"][:] = 1e308
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_posterior(cat, hyper)
+
+
+def test_hyper_table_with_text_in_a_numeric_column(tmp_path):
+    from massmap_xr.errors import HyperparameterError
+    from massmap_xr.model.hyper import read_hyper
+
+    p = tmp_path / "h.csv"
+    p.write_text("alpha1,alpha2,alpha3,alpha4,S\n1,1,1e14,1,0.2\n1,oops,1e14,1,0.2\n")
+    with pytest.raises(HyperparameterError, match=r"column 'alpha2' must hold numbers, but 1 row\(s\) hold text "
+                                                  r"\(first data rows 2: oops\)"):
+        read_hyper(p)
+
+
+def test_from_arviz_without_a_posterior_group():
+    arviz = pytest.importorskip("arviz")
+    from massmap_xr.errors import HyperparameterError
+    from massmap_xr.model.hyper import from_arviz
+
+    idata = arviz.InferenceData(prior=reddick2013(4).expand_dims(chain=1).rename(realization="draw"))
+    with pytest.raises(HyperparameterError, match="has no 'posterior' group"):
+        from_arviz(idata)
+
+
+# --------------------------------------------------------------------------- resource guards
+def test_sample_refuses_a_huge_request_before_allocating(cubes):
+    from massmap_xr.analysis import sample
+    from massmap_xr.errors import AnalysisError
+
+    with pytest.raises(AnalysisError, match=r"sample\(1000000000\) of a block of 8 halos would need about 152 GB"
+                                            r".*20 halos x 1000000000 samples x 8 bytes = 160 GB.*massmap sample"):
+        sample(cubes[0], 10**9)
+    with pytest.raises(AnalysisError, match=r"of 20 halos would need about 3\.44e\+03 GB"):
+        sample(cubes[0].compute(), 10**10)
+
+
+def test_sample_limit_follows_the_documented_setting(cubes, monkeypatch):
+    from massmap_xr.analysis import sample
+    from massmap_xr.errors import AnalysisError
+
+    monkeypatch.setenv("MASSMAP_MEMORY_LIMIT", "10000")
+    with pytest.raises(AnalysisError, match="about 1.52e-05 GB of memory, more than the limit of 1e-05 GB"):
+        sample(cubes[0], 100)  # 2 * 8 * 8 * 100 + 3 * 8 * 100 = 15200 bytes
+    monkeypatch.setenv("MASSMAP_MEMORY_LIMIT", "20000")
+    assert sample(cubes[0], 100).shape == (20, 100)
+
+
+def test_projections_refuse_huge_maps_before_allocating(cubes):
+    import xarray as xr
+
+    from massmap_xr.errors import ProjectionError
+    from massmap_xr.sky import project_flat, project_healpix
+
+    pytest.importorskip("healpy")
+    cat = mock_catalog(20, seed=3)
+    masses = xr.DataArray(np.ones((20, 1000)), dims=("halo", "sample"),
+                          coords={"ra": ("halo", cat.ra.values), "dec": ("halo", cat.dec.values)})
+    with pytest.raises(ProjectionError, match=r"HEALPix maps of every cell at nside 8192 x 1000 sample\(s\) would "
+                                              r"need about 6\.45e\+03 GB.*cells='occupied'"):
+        project_healpix(masses, 2**13, cells="all")
+    with pytest.raises(ProjectionError, match=r"flat maps of .* pixels x 1000 sample\(s\) would need about .* GB"
+                                              r".*increase pixel_scale"):
+        project_flat(masses, pixel_scale=0.01)
