@@ -248,3 +248,20 @@ def test_projections_refuse_huge_maps_before_allocating(cubes):
     with pytest.raises(ProjectionError, match=r"flat maps of .* pixels x 1000 sample\(s\) would need about .* GB"
                                               r".*increase pixel_scale"):
         project_flat(masses, pixel_scale=0.01)
+
+
+def test_replacement_on_an_object_store(cubes):
+    import uuid
+
+    import fsspec
+
+    path = f"memory://safety-{uuid.uuid4().hex}/r.zarr"
+    st.to_store(cubes[0], path, progress=False)
+    with pytest.raises(StoreError, match="not normalised"):
+        st.to_store(cubes[1].assign(posterior=cubes[1]["posterior"] * 2), path, mode="w", progress=False)
+    assert st.open_store(path).attrs["hyper_hash"] == cubes[0].attrs["hyper_hash"]
+    st.to_store(cubes[1], path, mode="w", progress=False)
+    assert st.open_store(path).attrs["hyper_hash"] == cubes[1].attrs["hyper_hash"]
+    assert st.verify_store(path).ok
+    parent = path.rsplit("/", 1)[0].removeprefix("memory:/")
+    assert [e.rsplit("/", 1)[-1] for e in fsspec.filesystem("memory").ls(parent, detail=False)] == ["r.zarr"]
