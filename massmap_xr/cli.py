@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from massmap_xr.errors import MassmapError
+from massmap_xr.errors import MassmapError, StoreError
 
 __all__ = ["main"]
 
@@ -47,6 +47,9 @@ def _prior(args):
     from massmap_xr.model.prior import read_prior_table
 
     if getattr(args, "prior_table", None):
+        if not os.path.exists(args.prior_table):
+            raise MassmapError(f"--prior-table {args.prior_table!r}: no such file; give a text table 'z M dn/dM', "
+                               "or leave --prior-table out for the Tinker (2010) prior")
         return read_prior_table(args.prior_table, mass_factor=args.prior_mass_factor)
     return None
 
@@ -150,6 +153,8 @@ def cmd_info(args) -> int:
 def cmd_verify(args) -> int:
     from massmap_xr.store import verify_store
 
+    if "://" not in args.store and not os.path.exists(args.store):
+        raise StoreError(f"{args.store!r} does not exist; give the path of a massmap store")
     report = verify_store(args.store)
     print(report)
     return 0 if report.ok else 1
@@ -382,20 +387,72 @@ def _os_error_line(exc: OSError) -> str:
     return f"{where}{what}"
 
 
+#: Python keywords in hints of the library's messages, and the flags that do the same on the command line
+CLI_HINTS = (
+    ("Pass mode='w' to replace it, or resume=True to finish an interrupted build",
+     "Pass --overwrite to replace it, or --resume to finish an interrupted build"),
+    ("to_store(..., resume=True)", "massmap build ... --resume"),
+    ("with mode='w'", "with --overwrite"),
+    ("(mode='w')", "(--overwrite)"),
+    ("pass overwrite=True (CLI: --overwrite)", "pass --overwrite"),
+)
+
+
+def cli_message(text: str) -> str:
+    """A library message with its Python hints rewritten as the command's flags (:data:`CLI_HINTS`)."""
+    for python, flag in CLI_HINTS:
+        text = text.replace(python, flag)
+    return " ".join(text.split())  # one line
+
+
+def _check_output_place(args) -> None:
+    """Refuse an output path below a regular file, a missing directory (files) or an unwritable one,
+    before any work is done."""
+    out = getattr(args, "output", None)
+    if out is None or "://" in str(out):
+        return
+    parent = os.path.dirname(os.path.abspath(str(out)))
+    above = parent
+    while not os.path.lexists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise MassmapError(f"-o {str(out)!r}: {above!r} is a file, not a directory; choose an output path in a directory")
+    if above != parent and args.command != "build":  # a store's missing directories are created
+        raise MassmapError(f"-o {str(out)!r}: directory {parent!r} does not exist; create it (mkdir -p {parent}) "
+                           "or choose another output path")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise MassmapError(f"-o {str(out)!r}: directory {above!r} is not writable; choose an output path you can "
+                           "write to")
+
+
+def _decode_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while zarr or a codec decoded stored data (a garbled or truncated chunk)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename.replace(os.sep, "/")
+        if "/numcodecs/" in name or "/zarr/codecs/" in name or "numcodecs" in name.rsplit("/", 1)[-1]:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def main(argv=None) -> int:
     """Run the ``massmap`` command; returns the exit status.
 
-    Input, data and file-system errors print one line ``massmap: error: ...`` and return 2; a
-    closed output pipe (``massmap info STORE | head``) ends quietly.
+    Input, data and file-system errors print one line ``massmap: error: ...`` and return 2 (the
+    library's hints rewritten as the command's flags, :data:`CLI_HINTS`), and so does a garbled or
+    truncated chunk that zarr or its codecs cannot decode; an output path that cannot be written is
+    refused before any work; a closed output pipe (``massmap info STORE | head``) ends quietly.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_output_place(args)
         status = args.func(args)
         sys.stdout.flush()
         return status
     except MassmapError as exc:
-        print(f"massmap: error: {exc}", file=sys.stderr)
+        print(f"massmap: error: {cli_message(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader went away: stop writing, and keep Python from complaining at exit
@@ -403,7 +460,15 @@ def main(argv=None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except OSError as exc:
-        print(f"massmap: error: {_os_error_line(exc)}", file=sys.stderr)
+        print(f"massmap: error: {cli_message(_os_error_line(exc))}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not _decode_failure(exc):
+            raise
+        store = getattr(args, "store", None) or "the store"
+        print(f"massmap: error: {store}: a stored chunk cannot be decoded ({type(exc).__name__}: "
+              f"{cli_message(str(exc))}); the store is damaged. Run `massmap verify {store}` to list the damaged "
+              "chunks, then rebuild it (massmap build ... --overwrite)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("massmap: interrupted", file=sys.stderr)

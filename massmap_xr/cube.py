@@ -367,7 +367,8 @@ def _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass):
     """Warn about halos whose L_obs lies > 5σ beyond μ_L at both ends of the grid, on the same side,
     for every realization: u = (ln L_obs - ln μ_L) / √(S² + σ_obs²) is linear in ln M, so this is
     the inverted mass lying > 5σ outside the grid.  No division by α2 (α2 = 0 is a flat
-    likelihood, not a collapse) and no overflow warnings for degenerate hyperparameters."""
+    likelihood, not a collapse) and no overflow warnings for degenerate hyperparameters: u
+    overflowing to ±inf (e.g. α1 = 1e308) is a collapse, and is reported as one."""
     a = {k: np.asarray(hyper[k].values, dtype=float)[None, :] for k in HYPER_NAMES}
     with np.errstate(all="ignore"):
         inv = 1.0 / np.hypot(a["S"], sig[:, None])
@@ -375,12 +376,16 @@ def _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass):
         lna3 = np.log(a["alpha3"])
         u_lo = (base - a["alpha2"] * (np.log(mass[0]) - lna3)) * inv
         u_hi = (base - a["alpha2"] * (np.log(mass[-1]) - lna3)) * inv
-        far = np.all((np.minimum(np.abs(u_lo), np.abs(u_hi)) > 5) & (u_lo * u_hi > 0) & (u_lo != u_hi), axis=1)
+        # same side: compared by sign, not by the product (which overflows); a flat likelihood is
+        # told by α2 = 0, not by u_lo == u_hi (both overflow to the same infinity for extreme α1, α4, S)
+        far = np.all((np.minimum(np.abs(u_lo), np.abs(u_hi)) > 5) & (np.sign(u_lo) == np.sign(u_hi))
+                     & (a["alpha2"] != 0), axis=1)
     if far.any():
         warnings.warn(
             f"{int(far.sum())} halo(s) have L_obs so far from every mean luminosity on the mass grid "
             f"[{mass[0]:.3g}, {mass[-1]:.3g}] M_sun that their posterior collapses onto a grid edge "
-            f"(first ids: {format_offenders(ids[far])}); widen the mass grid or check their lum_obs",
+            f"(first ids: {format_offenders(ids[far])}); widen the mass grid or check their lum_obs"
+            " and the hyperparameters (alpha1..alpha4, S)",
             CatalogWarning,
             stacklevel=3,
         )

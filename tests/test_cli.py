@@ -191,3 +191,86 @@ def test_python_dash_m_and_broken_pipe(built_store):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+# --------------------------------------------------------------------------- one-line failures, no side effects
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("massmap: error: "), err
+    return err
+
+
+def test_finalize_and_halo_range_on_a_missing_store_leave_nothing(catalog_csv, tmp_path, capsys):
+    missing = tmp_path / "missing.zarr"
+    assert main(["finalize", str(missing)]) == 2
+    assert "does not exist" in _one_line_error(capsys)
+    assert main(["build", str(catalog_csv), "-o", str(missing), "--halo-range", "0:8", "--n-realizations", "2",
+                 "--quiet"]) == 2
+    assert "does not exist" in _one_line_error(capsys)
+    assert not missing.exists()
+    assert main(["build", str(catalog_csv), "-o", str(missing), "--n-realizations", "2", "--quiet"]) == 0
+
+
+def test_verify_missing_exits_2(tmp_path, capsys):
+    assert main(["verify", str(tmp_path / "missing.zarr")]) == 2
+    assert "does not exist" in _one_line_error(capsys)
+    assert not (tmp_path / "missing.zarr").exists()
+
+
+def test_output_place_errors_are_one_line(built_store, catalog_csv, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["summary", str(built_store), "-o", str(tmp_path / "afile" / "s.csv")], "is a file, not a directory"),
+        (["summary", str(built_store), "-o", str(tmp_path / "no" / "dir" / "s.csv")], "does not exist; create it"),
+        (["build", str(catalog_csv), "-o", str(tmp_path / "afile" / "s.zarr"), "--quiet"], "is a file, not a directory"),
+        (["build", str(catalog_csv), "-o", str(tmp_path / "p.zarr"), "--prior-table", str(tmp_path / "MISSING"),
+          "--quiet"], "--prior-table"),
+    ]
+    for argv, text in cases:
+        assert main(argv) == 2
+        assert text in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_unwritable_output_directory_is_one_line(built_store, tmp_path, capsys, monkeypatch):
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
+    assert main(["summary", str(built_store), "-o", str(tmp_path / "s.csv")]) == 2
+    assert "is not writable" in _one_line_error(capsys)
+
+
+def test_overwrite_onto_a_non_store_directory_keeps_every_file(catalog_csv, tmp_path, capsys):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for n in ("a.jpg", "b.jpg", "c.jpg"):
+        (d / n).write_bytes(n.encode())
+    assert main(["build", str(catalog_csv), "-o", str(d), "--overwrite", "--n-realizations", "2", "--quiet"]) == 2
+    assert "is a directory with 3 entries that is not a massmap store" in _one_line_error(capsys)
+    assert sorted(p.name for p in d.iterdir()) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert (d / "a.jpg").read_bytes() == b"a.jpg"
+
+
+def test_hints_name_the_flags(built_store, catalog_csv, capsys):
+    assert main(["build", str(catalog_csv), "-o", str(built_store), "--n-realizations", "4", "--quiet"]) == 2
+    err = _one_line_error(capsys)
+    assert "--overwrite" in err and "--resume" in err and "mode='w'" not in err and "resume=True" not in err
+
+
+def test_garbled_shard_and_bad_hyper_table_are_one_line(built_store, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "g.zarr"
+    shutil.copytree(built_store, copy)
+    shard = next(p for p in sorted((copy / "posterior" / "c").rglob("*")) if p.is_file())
+    data = shard.read_bytes()
+    shard.write_bytes(data[:50] + b"x" * 50 + data[100:len(data) // 2])
+    assert main(["summary", str(copy), "-o", str(tmp_path / "s.csv")]) == 2
+    err = _one_line_error(capsys)
+    assert str(copy) in err and "massmap verify" in err
+    hyper = tmp_path / "h.csv"
+    hyper.write_text("alpha1,alpha2,alpha3,alpha4,S\n1,1,1e14,1,0.2\n1,oops,1e14,1,0.2\n")
+    assert main(["append-realizations", str(built_store), "--hyper", str(hyper), "--quiet"]) == 2
+    assert "column 'alpha2' must hold numbers" in _one_line_error(capsys)
+

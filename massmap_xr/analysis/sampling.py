@@ -11,6 +11,7 @@ moment-matched normal in log10 M.
 from __future__ import annotations
 
 import numbers
+import os
 
 import dask.array as da
 import numpy as np
@@ -22,7 +23,33 @@ from massmap_xr.analysis.weights import normalised_weights, realization_labels, 
 from massmap_xr.cube import validate_cube
 from massmap_xr.errors import AnalysisError
 
-__all__ = ["philox_key", "pick_realizations", "sample"]
+__all__ = ["philox_key", "pick_realizations", "sample", "memory_limit", "check_memory"]
+
+#: fraction of physical memory one result (or one dask block of it) may take
+MEMORY_FRACTION = 0.5
+
+
+def memory_limit() -> int:
+    """Bytes one operation may allocate: ``MEMORY_FRACTION`` of physical memory, or the
+    ``MASSMAP_MEMORY_LIMIT`` environment variable (bytes) when set."""
+    env = os.environ.get("MASSMAP_MEMORY_LIMIT")
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise AnalysisError(f"MASSMAP_MEMORY_LIMIT must be a number of bytes, got {env!r}") from None
+    try:
+        return int(MEMORY_FRACTION * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # no sysconf: 8 GiB
+        return 8 << 30
+
+
+def check_memory(nbytes: float, what: str, hint: str, error: type = AnalysisError) -> None:
+    """Refuse, before allocating, an operation estimated to need more than :func:`memory_limit`."""
+    limit = memory_limit()
+    if nbytes > limit:
+        raise error(f"{what} would need about {nbytes / 1e9:.3g} GB of memory, more than the limit of "
+                    f"{limit / 1e9:.3g} GB (half the physical memory, or MASSMAP_MEMORY_LIMIT); {hint}")
 
 #: Philox counter word 3 separates the per-halo streams from the realization-choice stream
 _HALO_STREAM = 1
@@ -127,6 +154,21 @@ def _draw(post, ids, pick, *, x, n, key, method):
     return out
 
 
+def _check_sample_memory(ds: xr.Dataset, n: int) -> None:
+    """The output (n_halo × n float64) in memory, or for a dask cube its largest halo block, plus
+    the per-sample vectors (choices, labels, index: 3 × n × 8 bytes); twice that for draws in flight."""
+    n_halo = ds.sizes["halo"]
+    chunks = ds["posterior"].chunks
+    lazy = chunks is not None
+    rows = max(chunks[ds["posterior"].dims.index("halo")], default=0) if lazy else n_halo
+    need = 2 * 8.0 * rows * n + 3 * 8.0 * n
+    where = f"a block of {rows} halos" if lazy else f"{n_halo} halos"
+    check_memory(need, f"sample({n}) of {where}",
+                 f"the output alone is {n_halo} halos x {n} samples x 8 bytes = {8.0 * n_halo * n / 1e9:.3g} GB. "
+                 "Use fewer samples, or write samples with `massmap sample STORE -n N -o samples.zarr` in chunks"
+                 + ("" if lazy else " (open the cube lazily, e.g. open_store(path), so that it is drawn slab by slab)"))
+
+
 def sample(
     ds: xr.Dataset,
     n: int,
@@ -159,6 +201,14 @@ def sample(
         result does not depend on the chunking, and a subset of halos gets the same values as
         in the full cube.  ``None`` draws a fresh seed (recorded in ``attrs["seed"]``).
 
+    Raises
+    ------
+    AnalysisError
+        Before allocating anything, if the draws would need more than :func:`memory_limit`
+        (half the physical memory): ``2 × 8 × rows × n`` bytes, where ``rows`` is the number of
+        halos of an in-memory cube or of the largest halo block of a dask cube; the message gives
+        the estimate in GB.
+
     Returns
     -------
     xarray.DataArray
@@ -182,6 +232,7 @@ def sample(
     if not isinstance(correlated, (bool, np.bool_)):
         raise AnalysisError(f"correlated must be True or False, got {correlated!r}")
     seed = _validate_seed(seed)
+    _check_sample_memory(ds, n)
     key = philox_key(seed)
     x = log10_grid(ds)
     ids = np.asarray(ds["halo"].values)

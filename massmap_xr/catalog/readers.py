@@ -135,6 +135,15 @@ def _read_text(p: Path, columns):
     try:
         if has_header:
             df = pd.read_csv(p, sep=sep, comment="#", skip_blank_lines=True)
+            # pandas renames a repeated header name (z, z.1): read the header line as written
+            raw = [str(c).strip() for c in pd.read_csv(p, sep=sep, comment="#", skip_blank_lines=True, header=None,
+                                                       nrows=1, dtype=str).iloc[0].tolist()]
+            repeated = sorted({c for c in raw if raw.count(c) > 1})
+            if repeated and columns is None:
+                raise CatalogError(
+                    f"{p.name}: column name(s) {repeated} occur more than once in the header line "
+                    f"({raw}); which copy is meant is ambiguous. Rename or delete the repeated column(s)"
+                )
             if columns is not None:
                 if df.shape[1] != len(columns):
                     raise CatalogError(

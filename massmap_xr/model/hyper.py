@@ -118,6 +118,15 @@ def read_hyper(path) -> xr.Dataset:
                 f"{list(HYPER_NAMES)} (optional 'weight'), found {list(df.columns)}"
             )
         cols = [*HYPER_NAMES] + (["weight"] if "weight" in df.columns else [])
+        for k in cols:
+            values = pd.to_numeric(df[k], errors="coerce")
+            text = values.isna() & df[k].notna()
+            if text.any():
+                rows = np.flatnonzero(text.to_numpy())
+                raise HyperparameterError(
+                    f"{path}: column {k!r} must hold numbers, but {rows.size} row(s) hold text (first data rows "
+                    f"{format_offenders(rows + 1)}: {format_offenders(df[k].to_numpy()[rows])}); fix those entries"
+                )
         return as_hyper(_dataset({k: df[k].to_numpy() for k in cols}, {"source": str(path)}))
     if suffix in (".nc", ".nc4", ".netcdf", ".h5"):
         try:
@@ -140,6 +149,12 @@ def from_arviz(posterior) -> xr.Dataset:
     original chain and draw of each realization are kept as coordinates.
     """
     ds = getattr(posterior, "posterior", posterior)
+    if not isinstance(ds, xr.Dataset) and callable(getattr(posterior, "groups", None)):
+        raise HyperparameterError(
+            f"from_arviz: the {type(posterior).__name__} has no 'posterior' group (its groups: "
+            f"{list(posterior.groups())}); pass one with posterior samples of {list(HYPER_NAMES)}, e.g. from "
+            "arviz.from_emcee or infer_hyperparameters"
+        )
     if not isinstance(ds, xr.Dataset):
         raise HyperparameterError(f"from_arviz: expected an InferenceData or Dataset, got {type(posterior).__name__}")
     if not {"chain", "draw"} <= set(ds.dims):

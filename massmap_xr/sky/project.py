@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 
+from massmap_xr.analysis.sampling import check_memory
 from massmap_xr.errors import ProjectionError, format_offenders
 from massmap_xr.geometry import field_center, tan_forward
 from massmap_xr.sky.grid import (
@@ -318,6 +319,14 @@ def flat_grid_shape(size, shape, p, xi, eta, front) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------
 # projections
 # --------------------------------------------------------------------------------------
+def _check_map_memory(masses: xr.DataArray, sample_dim, n_cells: int, what: str, hint: str) -> None:
+    """Refuse before allocating maps of n_sample × n_cells float64 (the result, or under dask each
+    block's partial map), plus the cell index."""
+    n_sample = masses.sizes[sample_dim] if sample_dim is not None else 1
+    check_memory(8.0 * n_sample * n_cells + 8.0 * n_cells, f"{what} x {n_sample} sample(s)", hint,
+                 error=ProjectionError)
+
+
 def project_flat(
     masses: xr.DataArray,
     *,
@@ -411,6 +420,8 @@ def project_flat(
         raise ProjectionError(
             f"grid of {ny} x {nx} pixels is too large; increase pixel_scale (now {p} arcmin) or reduce size"
         )
+    _check_map_memory(masses, sample_dim, ny * nx, f"flat maps of {ny} x {nx} pixels",
+                      f"increase pixel_scale (now {p} arcmin), reduce size, or project fewer samples")
     grid = FlatGrid.centered(center, p, (ny, nx), east_left=bool(east_left))
     row, col, inside = grid.world_to_index(ra_v, dec_v)
     index = np.where(inside, row * nx + col, -1)
@@ -508,6 +519,9 @@ def project_healpix(
     validate_quantity(quantity, area_unit)
     masses, sample_dim = validate_masses(masses)
     ra_v, dec_v = validate_positions(masses, ra, dec)
+    if cells == "all":
+        _check_map_memory(masses, sample_dim, 12 * nside * nside, f"HEALPix maps of every cell at nside {nside}",
+                          "use cells='occupied' (only cells holding halos), a smaller nside, or fewer samples")
     pix = np.asarray(hp.ang2pix(nside, ra_v, dec_v, nest=nest, lonlat=True), dtype=np.int64)
     if cells == "occupied":
         cell_ids, index = np.unique(pix, return_inverse=True)

@@ -4,8 +4,11 @@ of a new store directory, removal of interrupted temporary files, and locations 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
+import shutil
+import uuid
 from dataclasses import dataclass
 
 import dask
@@ -77,6 +80,10 @@ def store_exists(path, storage_options=None) -> bool:
 
 
 def open_group(path, storage_options=None, mode="r"):
+    """Open an existing store's group (``mode`` "r" or "r+"); never creates anything on disk."""
+    if mode in ("r", "r+") and not store_exists(path, storage_options):
+        raise StoreError(f"{str(path)!r} does not exist; expected a massmap cube store (check the path, or build "
+                         "one with to_store / massmap build)")
     try:
         return zarr.open_group(zarr_store(path, storage_options, read_only=mode == "r"), mode=mode)
     except (zarr.errors.GroupNotFoundError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
@@ -92,10 +99,21 @@ def create_root(path, storage_options, mode, what: str = "to_store"):
         check_output(str(path), overwrite=mode != "w-", what=what, exists=True, error=StoreExistsError,
                      hint="refusing to overwrite it. Pass mode='w' to replace it, or resume=True to finish an "
                           "interrupted build")
+        refuse_foreign(path, storage_options, what)
         fs.rm(root, recursive=True)
     if is_local(path):
+        parent = os.path.dirname(os.path.abspath(local_path(path)))
+        above = parent
+        while not os.path.lexists(above) and os.path.dirname(above) != above:
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise StoreError(f"{what}: cannot create {str(path)!r}: {above!r} is a file, not a directory; "
+                             "choose an output path in a directory")
+        if not os.access(above, os.W_OK | os.X_OK):
+            raise StoreError(f"{what}: cannot create {str(path)!r}: directory {above!r} is not writable; "
+                             "choose an output path you can write to")
+        os.makedirs(parent, exist_ok=True)
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(local_path(path))), exist_ok=True)
             os.mkdir(local_path(path))
         except FileExistsError:
             raise StoreError(
@@ -104,6 +122,80 @@ def create_root(path, storage_options, mode, what: str = "to_store"):
             ) from None
     else:
         fs.mkdir(root, create_parents=True)
+
+
+#: root attribute that only stores written by this package carry (layout.STATUS)
+_STATUS_ATTR = "massmap_build_status"
+
+
+def foreign_description(path, storage_options=None) -> str | None:
+    """``None`` if ``path`` holds a store written by this package (its root ``zarr.json`` carries
+    ``massmap_build_status``) or an empty directory; otherwise what is there, for messages."""
+    fs, root = filesystem(path, storage_options)
+    if not fs.isdir(root):
+        try:
+            size = f" of {int(fs.size(root))} bytes"
+        except (OSError, TypeError, ValueError):
+            size = ""
+        return f"{str(path)!r} is a file{size}, not a massmap store"
+    entries = fs.ls(root, detail=False)
+    if not entries:
+        return None
+    try:
+        attrs = json.loads(fs.cat_file(f"{root}/zarr.json")).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        attrs = {}
+    if isinstance(attrs, dict) and _STATUS_ATTR in attrs:
+        return None
+    n = len(entries)
+    return (f"{str(path)!r} is a directory with {n} entr{'y' if n == 1 else 'ies'} that is not a massmap store "
+            f"(its zarr.json has no {_STATUS_ATTR} attribute)")
+
+
+def refuse_foreign(path, storage_options, what: str) -> None:
+    """Refuse to replace anything but a store written by this package: never delete or write into it."""
+    text = foreign_description(path, storage_options)
+    if text is not None:
+        raise StoreError(f"{what}: {text}; choose another path or remove it yourself")
+
+
+def replacement_sibling(path) -> str:
+    """A new, unused path beside ``path`` where its replacement is built."""
+    return f"{str(path).rstrip('/')}.{uuid.uuid4().hex}.partial-replace"
+
+
+def remove_tree(path, storage_options=None) -> None:
+    """Delete a directory tree this process created (a failed replacement's sibling)."""
+    fs, root = filesystem(path, storage_options)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def swap_in(new, path, storage_options=None) -> None:
+    """Put the complete store at ``new`` in place of the store at ``path`` and delete the old one.
+
+    Local paths: ``path`` is renamed to a backup beside it, ``new`` renamed to ``path``, then the
+    backup deleted; if the second rename fails the backup is renamed back.  At no moment is
+    neither store present under some name.  Object stores have no rename: the old store stays
+    readable until the new one is complete, then it is deleted and the new one moved; between
+    the two, ``path`` is briefly absent or partial (the new store is complete at ``new`` until it
+    has been moved).
+    """
+    if is_local(path):
+        old, src = local_path(path).rstrip("/"), local_path(new).rstrip("/")
+        backup = f"{old}.{uuid.uuid4().hex}.replaced"
+        os.rename(old, backup)
+        try:
+            os.rename(src, old)
+        except BaseException:
+            os.rename(backup, old)
+            raise
+        shutil.rmtree(backup)
+        return
+    fs, root = filesystem(path, storage_options)
+    _, src = filesystem(new, storage_options)
+    fs.rm(root, recursive=True)
+    fs.mv(src, root, recursive=True)
 
 
 _PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")

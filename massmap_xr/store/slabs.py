@@ -27,8 +27,9 @@ def write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: in
     when the append started (verified before anything is rewritten).
 
     A block with a (halo, realization) row that is not normalised (|trapezoid integral - 1| >
-    ``NORM_ATOL``) or holds NaN/inf is not written: a dict ``{"halos", "realizations", "n_bad",
-    "worst"}`` (store indices of the offending rows) is returned instead of the checksums.
+    ``NORM_ATOL``), holds NaN/inf or a negative density is not written: a dict ``{"halos",
+    "realizations", "n_bad", "n_negative", "worst"}`` (store indices of the offending rows) is
+    returned instead of the checksums.
     """
     layout = StoreLayout.from_dict(layout_dict)
     block = np.asarray(block, dtype=np.float32)
@@ -49,12 +50,13 @@ def write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: in
     err = None
     if w is not None and block.size:
         err = norm_error(block, w)
-        bad = ~(err <= NORM_ATOL)  # NaN and inf included
+        negative = np.any(block < 0, axis=1)  # a density is never negative, even in a normalised row
+        bad = ~(err <= NORM_ATOL) | negative  # NaN and inf included
         if bad.any():
             hh, rr = np.nonzero(bad)
             finite = err[np.isfinite(err)]
             return {"halos": sorted({int(h0 + h) for h in hh}), "realizations": sorted({int(r0 + r) for r in rr}),
-                    "n_bad": int(bad.sum()), "n_rows": int(bad.size),
+                    "n_bad": int(bad.sum()), "n_rows": int(bad.size), "n_negative": int(negative.sum()),
                     "worst": float("inf") if finite.size < err.size else float(np.max(finite))}
     arr[h0:h0 + block.shape[0], :, r0:r0 + block.shape[2]] = block
     return cell_stats(block, r0, layout.realization_chunk, w, err)
@@ -134,10 +136,11 @@ def _refuse_unnormalised(refused: list[dict], group, path) -> None:
     attrs = dict(group.attrs)
     op = pending_record(attrs).get("operation") if PENDING in attrs else None
     n_bad, n_rows = sum(r["n_bad"] for r in refused), sum(r["n_rows"] for r in refused)
+    n_neg = sum(r.get("n_negative", 0) for r in refused)
     raise StoreError(
         f"posterior of {str(path)!r}: {n_bad} of {n_rows} (halo, realization) rows in the slabs just computed are "
         f"not normalised (|trapezoid integral over log10_mass - 1| > {NORM_ATOL:g}, or NaN/inf values; worst "
-        f"{worst:.3g}); halos: {len(halos)} (first ids: {format_offenders(ids[halos])}), realizations: "
+        f"{worst:.3g}) or hold negative densities ({n_neg} row(s)); halos: {len(halos)} (first ids: {format_offenders(ids[halos])}), realizations: "
         f"{len(reals)} (first labels: {format_offenders(labels[reals])}). These slabs were not written and the "
         "store was not marked complete. Write a cube from build_posterior() over its whole mass grid (a "
         "cube.isel(mass=...) subset is not normalised) without NaN or inf values"

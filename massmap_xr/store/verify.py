@@ -174,6 +174,10 @@ def verify_store(path, *, storage_options: dict | None = None, check_normalisati
                 kind = "missing (reads as fill value NaN)" if np.isnan(block).all() else "altered"
                 problems.append(f"{where}: checksum mismatch, chunk {kind}")
                 continue
+            negative = int(np.count_nonzero(block < 0))
+            if negative:
+                problems.append(f"{where}: {negative} negative density value(s) (a posterior density is never "
+                                "negative); rebuild the store")
             if check_normalisation:
                 err = float(np.max(norm_error(block, w))) if block.size else 0.0
                 if not err <= NORM_ATOL:

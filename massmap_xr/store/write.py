@@ -14,8 +14,9 @@ object and one halo or one realization is read without decompressing a whole sla
 Build life cycle (root attribute ``massmap_build_status``):
 
 1. the cube and its template are validated, then the store directory is created (atomically
-   for local paths: two builds racing for one new path cannot both succeed; ``mode="w"``
-   deletes an existing store only at this point) and the template written with status
+   for local paths: two builds racing for one new path cannot both succeed; ``to_store(mode="w")``
+   builds the replacement of an existing store beside it and swaps it in once complete, and
+   ``init_store(mode="w")`` deletes an existing store only at this point) and the template written with status
    ``"incomplete"``; the root attribute ``massmap_template`` becomes ``"complete"`` once every
    array exists;
 2. halo slabs are written, each followed by its row of checksums (by one process, or by several
@@ -93,8 +94,12 @@ from massmap_xr.store.location import (
     lazy_sources,
     open_group,
     path_key,
+    refuse_foreign,
     remove_partial_files,
+    remove_tree,
+    replacement_sibling,
     store_exists,
+    swap_in,
     zarr_store,
 )
 from massmap_xr.store.slabs import SlabJob, run_jobs
@@ -153,17 +158,21 @@ def create_store(ds, path, storage_options, mode, realization_chunk, inner_halo_
     """Validate the cube and its template completely, then create the store (replacing an existing
     one for ``mode="w"``) and write the template: a bad cube never costs an existing store."""
     if mode == "w" and store_exists(path, storage_options):
-        target = path_key(path, storage_options)
-        if target in lazy_sources(ds):
-            raise StoreError(
-                f"refusing to write with mode='w' onto {str(path)!r}: the cube was opened lazily from that very "
-                "store, and replacing it would delete the data being written. Write to another path, or load "
-                "the cube first (cube = cube.load()) if it fits in memory"
-            )
+        refuse_own_source(ds, path, storage_options)
     layout, ds = layout_for(ds, realization_chunk, inner_halo_chunk)
     tmpl = _template(ds, layout)  # every check on the cube's values happens here, before anything is deleted
     create_root(path, storage_options, mode, what)
     return layout, _write_template(ds, path, layout, storage_options, tmpl, fresh=True)
+
+
+def refuse_own_source(ds, path, storage_options) -> None:
+    """Refuse to replace the store that the cube still reads lazily from."""
+    if path_key(path, storage_options) in lazy_sources(ds):
+        raise StoreError(
+                f"refusing to write with mode='w' onto {str(path)!r}: the cube was opened lazily from that very "
+                "store, and replacing it would delete the data being written. Write to another path, or load "
+                "the cube first (cube = cube.load()) if it fits in memory"
+        )
 
 
 def init_store(
@@ -499,6 +508,24 @@ def _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chu
     return layout, attrs.get(BUILD_ID)
 
 
+def _replace(ds, path, storage_options, realization_chunk, inner_halo_chunk, progress) -> None:
+    """``to_store(mode="w")`` onto an existing store: the new store is built completely beside the
+    old one (``<path>.<id>.partial-replace``), then swapped in (:func:`swap_in`).  Anything but a
+    store written by this package is refused untouched; a failed build removes its sibling and
+    leaves the old store as it was."""
+    refuse_foreign(path, storage_options, "to_store")
+    refuse_own_source(ds, path, storage_options)
+    tmp = StoreLocation.of(replacement_sibling(path), storage_options)
+    try:
+        _, build_id = create_store(ds, tmp, storage_options, "w-", realization_chunk, inner_halo_chunk)
+        _write_slabs(ds, tmp, storage_options, progress=progress, known=True)
+        finalize(tmp, storage_options, build_id, from_append=False)
+    except BaseException:
+        remove_tree(tmp, storage_options)
+        raise
+    swap_in(tmp, path, storage_options)
+
+
 def to_store(
     ds: xr.Dataset,
     path,
@@ -524,9 +551,12 @@ def to_store(
     path : str or path-like
         Local path or fsspec URL (``file://``, ``memory://``, object storage).
     mode : {"w-", "w"}
-        ``"w-"`` (default) refuses an existing store; ``"w"`` replaces it, but only after the cube
-        and its template have been validated, and never when the cube was opened lazily from that
-        very store (replacing it would delete the data being written).
+        ``"w-"`` (default) refuses an existing store; ``"w"`` replaces an existing massmap store:
+        the new one is built completely beside it (``<path>.<id>.partial-replace``) and swapped in
+        only once complete, so a cube that fails any check (values included) leaves the old store
+        as it was.  Never when the cube was opened lazily from that very store, and never onto a
+        path that is not a store written by this package (a plain directory or file is refused
+        untouched).
     resume : bool
         Finish an interrupted build of the same cube: slabs whose checksums are recorded are kept
         (a complete store is left untouched).  A build killed while its template was being
@@ -564,6 +594,9 @@ def to_store(
         _, build_id = _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chunk)
         if dict(open_group(path, storage_options).attrs).get(STATUS) == "complete":
             return str(path)
+    elif mode == "w" and store_exists(path, storage_options):
+        _replace(ds, path, storage_options, realization_chunk, inner_halo_chunk, progress)
+        return str(path)
     else:
         _, build_id = create_store(ds, path, storage_options, mode, realization_chunk, inner_halo_chunk)
     # the cube was validated above and checked against the store by create_store / _prepare_resume
