@@ -274,3 +274,21 @@ def test_garbled_shard_and_bad_hyper_table_are_one_line(built_store, tmp_path, c
     assert main(["append-realizations", str(built_store), "--hyper", str(hyper), "--quiet"]) == 2
     assert "column 'alpha2' must hold numbers" in _one_line_error(capsys)
 
+
+
+def test_summary_of_a_damaged_store_is_one_line(built_store, tmp_path, capsys):
+    import shutil
+
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(built_store, store)
+    shard = sorted((store / "posterior" / "c").rglob("*"))
+    shard = next(p for p in shard if p.is_file())
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x10  # one flipped bit inside the compressed posterior
+    shard.write_bytes(bytes(data))
+    status = main(["summary", str(store), "-o", str(tmp_path / "s.csv")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("massmap: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "posterior" in err and "massmap verify" in err
+    assert not (tmp_path / "s.csv").exists()

@@ -64,7 +64,7 @@ def test_deleted_chunk_is_reported_and_reads_as_nan_not_zero(store):
     report = st.verify_store(store)
     assert _damaged_cells(report) == CELLS_1
     assert all("checksum mismatch, chunk missing (reads as fill value NaN)" in p for p in report.problems)
-    post = st.open_store(store)["posterior"]
+    post = st.open_store(store, verify=False)["posterior"]  # unchecked, the missing cell is NaN
     assert post[16:32].isnull().all() and not post[:16].isnull().any()
 
 

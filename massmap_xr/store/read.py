@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from dask.array.core import normalize_chunks
 
 from massmap_xr.cube import STORE_COORDS, STORE_VARIABLES
 from massmap_xr.errors import (
     IncompleteStoreError,
     StoreError,
 )
+from massmap_xr.store.checked import cell_aligned, check_metadata, checked_posterior
 from massmap_xr.store.checks import check_schema, pending_record
 from massmap_xr.store.layout import BOOKKEEPING, CRC_NAME, NORM_NAME, PENDING, STATUS, TABLES, read_layout
 from massmap_xr.store.location import open_group, store_exists, zarr_store
@@ -39,10 +41,18 @@ def _check_open_chunks(chunks) -> None:
         )
 
 
-def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | None = None, chunks="store") -> xr.Dataset:
+def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | None = None, chunks="store",
+               verify: bool = True) -> xr.Dataset:
     """Open a massmap store lazily (dask-backed, read-only) and validate its schema.
 
     Opening never writes: every file of the store keeps its bytes and modification time.
+
+    Reads are checked (``verify=True``, the default): each posterior chunk is compared, when dask computes it,
+    with the CRC-32 the store recorded for that position at write time, so a flipped bit, a shard
+    file copied over another one or a deleted shard raises a :class:`StoreError` naming the
+    variable, the halo and realization range and the file, instead of reading back wrong numbers
+    or NaN.  Opening reads only the checksum table and, for a finished build, checks the recorded
+    CRC-32 of every catalogue and hyperparameter variable; no posterior chunk is read.
 
     Parameters
     ----------
@@ -54,14 +64,22 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
         fsspec options for URLs.
     chunks : "store", dict, int, "auto" or None
         ``"store"`` gives one dask chunk per stored slab (shard); anything else is passed to
-        :func:`xarray.open_zarr` (a dict maps dimension names to chunk sizes).
+        :func:`xarray.open_zarr` (a dict maps dimension names to chunk sizes).  When ``verify`` is
+        on and the requested chunks do not hold whole stored cells (halo slabs × realization
+        chunks), the posterior is read and checked in store cells and rechunked afterwards.
+        ``None`` gives xarray's lazily indexed (non-dask) arrays, whose posterior is not checked.
+    verify : bool, default True
+        Check every posterior chunk read against the store's checksum table (see above).
+        ``verify=False`` reads without checking (``massmap verify STORE`` still checks everything).
 
     Raises
     ------
     StoreError
         If the path is missing or not a massmap cube, or ``chunks`` is not one of the accepted
         forms; :class:`SchemaVersionError` for an unknown schema version;
-        :class:`IncompleteStoreError` for an unfinished build.
+        :class:`IncompleteStoreError` for an unfinished build.  With ``verify``: at opening, a
+        catalogue / hyperparameter variable or checksum table that changed since the build; when
+        posterior values are computed, a chunk that differs from what was written at its position.
     """
     _check_open_chunks(chunks)
     path = str(path)
@@ -81,21 +99,40 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
             f"store {path!r} is incomplete (build status {status!r}): its build was interrupted or is still "
             f"running; {how}, or pass allow_incomplete=True to look at it anyway"
         )
+    try:
+        layout = read_layout(attrs, path)
+        store_chunks = {"halo": layout.halo_chunk, "mass": -1, "realization": layout.realization_shard}
+    except StoreError:
+        if verify:
+            raise
+        layout, store_chunks = None, {}
+    crc = check_metadata(group, attrs, path) if verify else None
+    if verify and crc is None:
+        raise StoreError(f"{path!r}: massmap store has no checksum table {CRC_NAME!r}, so its reads cannot be "
+                         "checked; run `massmap verify` on it, or open it with open_store(..., verify=False)")
     if chunks == "store":
-        try:
-            layout = read_layout(attrs, path)
-            chunks = {"halo": layout.halo_chunk, "mass": -1, "realization": layout.realization_shard}
-        except StoreError:
-            chunks = {}
-    ds = xr.open_zarr(
-        zarr_store(path, storage_options, read_only=True), consolidated=False, zarr_format=3,
-        chunks=chunks, drop_variables=list(TABLES),
-    )
+        chunks = store_chunks
+
+    def _open(c):
+        return xr.open_zarr(zarr_store(path, storage_options, read_only=True), consolidated=False, zarr_format=3,
+                            chunks=c, drop_variables=list(TABLES))
+
+    ds = _open(chunks)
     missing = [k for k in (*STORE_VARIABLES, *STORE_COORDS) if k not in ds.variables]
     if missing:
         raise StoreError(f"{path!r}: massmap store is missing variable(s) {missing}; it is damaged")
     if ds["posterior"].dims != ("halo", "mass", "realization"):
         raise StoreError(f"{path!r}: posterior has dims {ds['posterior'].dims}, expected (halo, mass, realization)")
+    post = ds["posterior"]
+    if verify and post.chunks is not None:
+        aligned = cell_aligned(post.chunks, layout)
+        want = post.chunks if aligned else tuple(
+            normalize_chunks((layout.halo_chunk, -1, layout.realization_shard), post.shape))
+        backend = _open(None)["posterior"].variable._data
+        data = checked_posterior(group["posterior"], backend, want, crc, layout, path)
+        if not aligned:  # checked in store cells, then handed out in the chunks asked for
+            data = data.rechunk(post.chunks)
+        ds["posterior"] = post.copy(data=data)
     for k in BOOKKEEPING:
         ds.attrs.pop(k, None)
     ds.encoding["source"] = path
