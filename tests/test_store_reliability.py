@@ -188,7 +188,7 @@ def test_mode_w_onto_the_cubes_own_source_is_refused(store, small, tmp_path):
 def test_empty_append_is_refused_and_leaves_the_store_complete(store, small, func, dim):
     empty = small[0].isel({dim: slice(0, 0)})
     with pytest.raises(StoreError, match=rf"0 {dim}s, nothing to append"):
-        func(store, empty)
+        func(empty, store)
     info = st.store_info(store)
     assert info["status"] == "complete" and info["pending"] is None
     assert st.verify_store(store).ok
