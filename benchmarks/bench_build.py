@@ -35,20 +35,10 @@ import threading
 import time
 
 import numpy as np
+from machine import cpu_model
 
 FULL_FIELD = 115_919
 FULL_FIELD_FREE_GB = 40.0
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class RssSampler:

@@ -33,6 +33,7 @@ import platform
 import time
 
 import numpy as np
+from machine import cpu_model
 
 
 def best_of(fn, repeat):
@@ -42,17 +43,6 @@ def best_of(fn, repeat):
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine() -> dict:
@@ -138,8 +128,8 @@ def main(argv=None):
     import numba
 
     from massmap_xr.catalog import seed_field
-    from massmap_xr.model.hyper import reddick2013
     from massmap_xr.kernels.posterior import posterior_block
+    from massmap_xr.model.hyper import reddick2013
     from massmap_xr.model.prior import TinkerPrior, default_mass_grid
 
 

@@ -21,6 +21,7 @@ import platform
 import time
 
 import numpy as np
+from machine import machine_line
 
 
 def best_of(fn, repeat):
@@ -53,13 +54,7 @@ def main(argv=None):
     import massmap_xr as mm
     from massmap_xr import lensing as L
 
-    try:
-        import psutil
-
-        mem = f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM"
-    except ImportError:  # pragma: no cover
-        mem = "RAM unknown"
-    print(f"machine: {platform.platform()}; {platform.processor() or platform.machine()}; {os.cpu_count()} CPUs; {mem}")
+    print(machine_line())
     print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__} "
           f"({numba.get_num_threads()} threads), xarray {xr.__version__}, dask {dask.__version__}")
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -19,11 +19,11 @@ Run ``python benchmarks/bench_projection.py`` (``--small`` for a quick check).
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import time
 
 import numpy as np
+from machine import machine_line
 
 
 def best_of(fn, repeat):
@@ -56,14 +56,7 @@ def main(argv=None):
     from massmap_xr.catalog import uniform_field_positions
     from massmap_xr.sky import FlatGrid, project_flat, project_healpix
 
-    try:
-        import psutil
-
-        mem = f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM"
-    except ImportError:  # pragma: no cover
-        mem = "RAM unknown"
-    print(f"machine: {platform.platform()}; {platform.processor() or platform.machine()}; "
-          f"{os.cpu_count()} CPUs; {mem}")
+    print(machine_line())
     print(f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
           f"xarray {xr.__version__}, dask {dask.__version__}, healpy {hp.__version__}")
 
