@@ -38,8 +38,11 @@ def _load_catalog(spec: str, args) -> "xr.Dataset":  # noqa: F821
     from massmap_xr.catalog import read_catalog, seed_field
 
     if spec == "seed":
-        return seed_field(seed=args.seed)
-    columns = args.columns.split(",") if getattr(args, "columns", None) and args.columns != "original" else getattr(args, "columns", None)
+        # the seed field carries the scatter it was made with (0.05) unless --sigma-obs replaces it
+        return seed_field(seed=args.seed, **({"sigma_obs": None} if getattr(args, "sigma_obs", None) else {}))
+    columns = getattr(args, "columns", None)
+    if columns and columns != "original" and "=" not in columns:
+        columns = columns.split(",")
     return read_catalog(spec, columns=columns, wrap_ra=getattr(args, "wrap_ra", False))
 
 
@@ -260,13 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     def catalog_args(q):
-        q.add_argument("catalog", help="catalogue file (.csv, .txt, .nc, .zarr) or 'seed' for the shipped seed field")
-        q.add_argument("--columns", help="column names of a headerless text file, comma separated, or 'original'")
+        q.add_argument("catalog", help="catalogue file (.fits, .parquet, .hdf5, .nc, .zarr, .csv, .txt, .ecsv, .vot) or 'seed' for "
+                       "the shipped seed field")
+        q.add_argument("--columns", help="map the package's names to the table's, e.g. z=ZPHOT,lum_obs=LUM_R "
+                       "(FITS/Parquet/CSV/...); or the column names of a headerless text file, comma separated, "
+                       "or 'original'")
         q.add_argument("--wrap-ra", action="store_true", help="wrap ra into [0, 360) degrees (e.g. from (-180, 180])")
         q.add_argument("--n-realizations", type=int, default=100)
         q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--sigma-obs", type=float, default=0.05,
-                       help="observational scatter of ln L_obs for catalogues without a sigma_obs column")
+        q.add_argument("--sigma-obs", type=float, default=None,
+                       help="observational scatter of ln L_obs (natural log, e.g. 0.05) for a catalogue without a "
+                       "sigma_obs column; never assumed (default: the catalogue's column)")
         q.add_argument("--prior-table", help="prior table 'z M dn/dM' (text) instead of the Tinker (2010) prior")
         q.add_argument("--prior-mass-factor", type=float, default=1.0,
                        help="multiply the prior table's mass column by this to get M_sun")
@@ -295,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ah = sub.add_parser("append-halos", help="append the halos of a catalogue to a store, with its model")
     ah.add_argument("store")
-    ah.add_argument("catalog", help="catalogue file (.csv, .txt, .nc, .zarr)")
-    ah.add_argument("--columns", help="column names of a headerless text file, comma separated")
+    ah.add_argument("catalog", help="catalogue file (.fits, .parquet, .hdf5, .nc, .zarr, .csv, .txt, ...)")
+    ah.add_argument("--columns", help="map the package's names to the table's (z=ZPHOT,lum_obs=LUM_R), or the "
+                    "column names of a headerless text file, comma separated")
     ah.add_argument("--wrap-ra", action="store_true", help="wrap ra into [0, 360) degrees")
     ah.add_argument("--renumber", action="store_true", help="give the new halos ids after the store's largest")
     ah.add_argument("--seed", type=int, default=0)

@@ -18,8 +18,8 @@ import numpy as np
 import xarray as xr
 
 from massmap_xr._version import SCHEMA_VERSION, __version__
-from massmap_xr.catalog import validate_catalog
-from massmap_xr.errors import AnalysisError, CatalogError, CatalogWarning, MassmapError, StoreError, format_offenders
+from massmap_xr.catalog import check_sigma_obs, validate_catalog
+from massmap_xr.errors import AnalysisError, CatalogWarning, MassmapError, StoreError, format_offenders
 from massmap_xr.kernels.posterior import (
     ZERO_PRIOR_LOG,
     check_prior_redshifts,
@@ -124,7 +124,7 @@ def _store_rules(ds: xr.Dataset, pre: str, error) -> None:
             f"{pre}the cube has no 'sigma_obs' variable along 'halo' (the per-halo scatter of ln L_obs the "
             "posterior was built with, part of the catalogue hash); build the cube with build_posterior(), "
             "or add it, e.g. cube.assign(sigma_obs=('halo', numpy.full(cube.sizes['halo'], "
-            "cube.attrs['sigma_obs_default'])))"
+            "0.05)) with the scatter the luminosities have)"
         )
     ids = np.asarray(ds["halo"].values)
     if ids.dtype.kind not in "iu":
@@ -196,7 +196,7 @@ def build_posterior(
     *,
     prior=None,
     mass=None,
-    sigma_obs: float = 0.05,
+    sigma_obs: float | None = None,
     method: str = "analytic",
     n_lum: int = 100,
     seed: int = 0,
@@ -217,8 +217,12 @@ def build_posterior(
         Mass prior; default :class:`~massmap_xr.model.prior.TinkerPrior` (Tinker 2010, WMAP5).
     mass : array_like, optional
         Mass grid in M_sun; default 400 log-spaced points from 1e10 to 10^15.5.
-    sigma_obs : float, default 0.05
-        Observational log-normal scatter of L_obs, used where the catalogue has no ``sigma_obs``.
+    sigma_obs : float, optional
+        Observational log-normal scatter of L_obs (natural log), for a catalogue without a per-halo
+        ``sigma_obs`` variable.  Never assumed: a catalogue without ``sigma_obs`` and no value here
+        is a :class:`~massmap_xr.errors.CatalogError`; giving both is one too.  The values used are
+        the cube's ``sigma_obs`` variable, and ``attrs["sigma_obs_source"]`` says where they came
+        from.
     method : {"analytic", "montecarlo"}
         Closed-form convolution (exact) or the original Monte Carlo estimator with ``n_lum``
         luminosity draws per mass point (seeded per halo with ``seed``).
@@ -256,15 +260,7 @@ def build_posterior(
             f"seed must be a non-negative integer (it seeds numpy's random generator for method='montecarlo'), "
             f"got {seed!r}; pass e.g. seed=0"
         )
-    try:
-        sigma_obs = float(sigma_obs)
-    except (TypeError, ValueError):
-        raise CatalogError(
-            f"sigma_obs must be one number (the default scatter of ln L_obs), got {sigma_obs!r}; give per-halo "
-            "values as the catalogue variable 'sigma_obs'"
-        ) from None
-    if not (np.isfinite(sigma_obs) and sigma_obs > 0):
-        raise CatalogError(f"sigma_obs must be > 0 and finite, got {sigma_obs!r}")
+    sigma_obs = check_sigma_obs(sigma_obs, catalog, "build_posterior")
     prior = as_prior(prior)
     hyper = as_hyper(100 if hyper is None else hyper)
     validate_catalog(catalog, z_range=prior.z_range)
@@ -284,11 +280,7 @@ def build_posterior(
 
     z = np.asarray(catalog["z"].values, dtype=float)
     log_lobs = np.log(np.asarray(catalog["lum_obs"].values, dtype=float))
-    sig = (
-        np.asarray(catalog["sigma_obs"].values, dtype=float)
-        if "sigma_obs" in catalog
-        else np.full(n, float(sigma_obs))
-    )
+    sig = np.asarray(catalog["sigma_obs"].values, dtype=float) if sigma_obs is None else np.full(n, sigma_obs)
     ids = np.asarray(catalog["halo"].values)
     _check_prior_at_halos(z, ids, z_nodes, log_table, mass)
     if check_edges:
@@ -347,7 +339,10 @@ def build_posterior(
             "method": method,
             "n_lum": int(n_lum) if method == "montecarlo" else 0,
             "mc_seed": int(seed),
-            "sigma_obs_default": float(sigma_obs),
+            # the number given, or "catalogue" when every halo carries its own value
+            "sigma_obs_default": "catalogue" if sigma_obs is None else float(sigma_obs),
+            "sigma_obs_source": "catalogue variable sigma_obs" if sigma_obs is None else
+            f"sigma_obs={sigma_obs:g} given to build_posterior",
             "normalisation": CUBE_ATTRS["normalisation"],
             "model": "ln mu_L = alpha1 + alpha2 ln(M/alpha3) + alpha4 ln(1+z); ln L ~ N(ln mu_L, S^2); "
             "ln L_obs ~ N(ln L, sigma_obs^2); prior dn/dM(z)",

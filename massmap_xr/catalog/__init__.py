@@ -5,8 +5,10 @@ the schema before any posterior is built from it.
 
 - ``schema``: what a catalogue is: required variables and their attributes, :func:`make_catalog`,
   :func:`validate_catalog`, the position-unit checks and hints, arcmin offsets to ra/dec.
-- ``readers``: :func:`read_catalog` for CSV, whitespace text (incl. the original study's column
-  layout), NetCDF and Zarr.
+- ``tables``: columns, units and metadata out of astropy Tables (FITS, Parquet, HDF5, ECSV,
+  VOTable files), DataFrames, Datasets, structured arrays; the column mapping; unit conversion.
+- ``readers``: :func:`read_catalog` for every table form and file (FITS, Parquet, HDF5, NetCDF,
+  Zarr, CSV, whitespace text incl. the original study's column layout).
 - ``mocks``: :func:`mock_catalog`, :func:`uniform_field_positions` and the shipped seed field
   (:func:`seed_field`, :func:`seed_redshifts`).
 """
@@ -17,6 +19,7 @@ from massmap_xr.catalog.schema import (
     DEFAULT_FIELD,
     REQUIRED,
     check_position_units,
+    check_sigma_obs,
     make_catalog,
     offsets_to_radec,
     validate_catalog,
@@ -31,6 +34,7 @@ __all__ = [
     "check_position_units",
     "wrap_ra_degrees",
     "validate_catalog",
+    "check_sigma_obs",
     "mock_catalog",
     "seed_field",
     "seed_redshifts",

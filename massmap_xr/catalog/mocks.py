@@ -37,8 +37,11 @@ def _seed():
         return {k: d[k] for k in d.files}
 
 
-def seed_field(*, seed: int = 0, center=None, size_arcmin=None, sigma_obs: float | None = None) -> xr.Dataset:
+def seed_field(*, seed: int = 0, center=None, size_arcmin=None, sigma_obs: float = 0.05) -> xr.Dataset:
     """The original study's field: 115,919 halos with (z, lum_obs), shipped with the package.
+
+    Each halo carries ``sigma_obs`` = 0.05, the scatter the field's luminosities were drawn with
+    (``sigma_obs=`` changes it; ``None`` leaves the variable out).
 
     The original positions are lost; positions are drawn uniform in the 40′ × 40′ window (the
     study's own assumption) with ``seed``, and ``attrs["positions"]`` says so.

@@ -24,6 +24,7 @@ __all__ = [
     "VAR_ATTRS",
     "make_catalog",
     "validate_catalog",
+    "check_sigma_obs",
     "check_position_units",
     "check_field_center",
     "offsets_to_radec",
@@ -448,3 +449,38 @@ def offsets_to_radec(x_arcmin, y_arcmin, center):
     return tan_inverse(np.asarray(x_arcmin, dtype=float) / 60.0, np.asarray(y_arcmin, dtype=float) / 60.0,
                        center[0], center[1])
 
+
+
+def check_sigma_obs(sigma_obs, catalog: xr.Dataset, who: str) -> float | None:
+    """The one rule for the observational scatter: stated, never assumed.
+
+    Returns ``None`` when the catalogue carries a per-halo ``sigma_obs`` (and none is given), the
+    number when one is given for a catalogue without it; a :class:`CatalogError` that says how to
+    give it when neither is there, when both are, or when the number is not finite and > 0.
+    """
+    has = "sigma_obs" in catalog.variables
+    if sigma_obs is None:
+        if not has:
+            raise CatalogError(
+                f"{who}: the catalogue has no 'sigma_obs' variable and no sigma_obs was given; the observational "
+                "scatter of ln L_obs is never assumed: pass sigma_obs=<number> (natural-log scatter, e.g. 0.05; "
+                "CLI --sigma-obs 0.05), or give each halo its own (read_catalog(..., sigma_obs=...), or map a "
+                "column: columns={'sigma_obs': 'SIGMA_LNL'})"
+            )
+        return None
+    try:
+        value = float(sigma_obs)
+    except (TypeError, ValueError):
+        raise CatalogError(
+            f"{who}: sigma_obs must be one number (the scatter of ln L_obs), got {sigma_obs!r}; give per-halo "
+            "values as the catalogue variable 'sigma_obs'"
+        ) from None
+    if not (np.isfinite(value) and value > 0):
+        raise CatalogError(f"{who}: sigma_obs must be > 0 and finite (natural-log scatter of L_obs), got {sigma_obs!r}")
+    if has:
+        raise CatalogError(
+            f"{who}: the catalogue has its own 'sigma_obs' variable and sigma_obs={value:g} was given too; "
+            "which one is meant is ambiguous: drop the argument to use the catalogue's per-halo values, or drop "
+            "the variable (catalog.drop_vars('sigma_obs')) to use the number"
+        )
+    return value

@@ -91,7 +91,7 @@ def infer_hyperparameters(
     method: str = "laplace",
     seed: int | None = 0,
     mass=None,
-    sigma_obs: float = 0.05,
+    sigma_obs: float | None = None,
     progress: bool = False,
     fixed: Mapping[str, float] | None = None,
     group_tol=None,
@@ -121,8 +121,9 @@ def infer_hyperparameters(
         Seed of the proposal draws / walkers (reproducible results).
     mass : array_like, optional
         Mass grid in M_sun for the likelihood's integral (default 400 points, 1e10 to 10^15.5).
-    sigma_obs : float, default 0.05
-        Observational scatter of ln L_obs for catalogues without ``sigma_obs``.
+    sigma_obs : float, optional
+        Observational scatter of ln L_obs for a catalogue without a per-halo ``sigma_obs``
+        variable; never assumed (neither given is a :class:`~massmap_xr.errors.CatalogError`).
     progress : bool, default False
         Report progress on stderr (an emcee progress bar for MCMC).
     fixed : mapping, optional
@@ -241,7 +242,7 @@ def infer_hyperparameters(
         **{f"laplace_sd_{k}": float(v) for k, v in zip(free, sd, strict=True)},
         "n_halo": like.n_halo,
         "catalog_hash": catalog_hash(catalog),
-        "sigma_obs_default": float(sigma_obs),
+        "sigma_obs_default": "catalogue" if sigma_obs is None else float(sigma_obs),
         "prior": str(prior_desc.get("prior", type(like.prior).__name__)),
         "prior_description": "; ".join(f"{k}={v}" for k, v in prior_desc.items()),
         "mass_min": float(like.mass[0]), "mass_max": float(like.mass[-1]), "n_mass": int(like.mass.size),

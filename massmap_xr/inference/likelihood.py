@@ -60,19 +60,14 @@ def _is_log_uniform(x: np.ndarray) -> bool:
     return bool(np.allclose(d, d[0], rtol=1e-9, atol=0.0))
 
 
-def _catalog_arrays(catalog, sigma_obs: float, z_range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from massmap_xr.catalog import validate_catalog
+def _catalog_arrays(catalog, sigma_obs, z_range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from massmap_xr.catalog import check_sigma_obs, validate_catalog
 
-    if not (isinstance(sigma_obs, (int, float, np.floating, np.integer)) and np.isfinite(sigma_obs) and sigma_obs > 0):
-        raise InferenceError(f"sigma_obs must be a finite number > 0 (natural-log scatter of L_obs), got {sigma_obs!r}")
+    sigma_obs = check_sigma_obs(sigma_obs, catalog, "catalogue likelihood")
     validate_catalog(catalog, z_range=z_range, require_positions=False, warn=False)
     z = np.asarray(catalog["z"].values, dtype=np.float64)
     log_lobs = np.log(np.asarray(catalog["lum_obs"].values, dtype=np.float64))
-    sig = (
-        np.asarray(catalog["sigma_obs"].values, dtype=np.float64)
-        if "sigma_obs" in catalog.variables
-        else np.full(z.size, float(sigma_obs))
-    )
+    sig = np.asarray(catalog["sigma_obs"].values, dtype=np.float64) if sigma_obs is None else np.full(z.size, sigma_obs)
     return z, log_lobs, sig
 
 
@@ -90,9 +85,9 @@ class CatalogLikelihood:
     mass : array_like, optional
         Mass grid in M_sun (default 400 log-spaced points from 1e10 to 10^15.5).  The integral
         over mass is the trapezoid rule in ln M on this grid.
-    sigma_obs : float, default 0.05
-        Observational log-normal scatter of L_obs (natural log), for catalogues without a
-        ``sigma_obs`` variable.
+    sigma_obs : float, optional
+        Observational scatter of ln L_obs for a catalogue without a per-halo ``sigma_obs``
+        variable; never assumed (neither given is a :class:`~massmap_xr.errors.CatalogError`).
     group_tol : float or (float, float), optional
         Group halos in cells of this width in z and in ln L_obs (one number for both, or
         ``(dz, dlnL)``); see the module notes.  Default None: every halo is summed exactly.
@@ -135,7 +130,7 @@ class CatalogLikelihood:
     ((3,), True)
     """
 
-    def __init__(self, catalog: xr.Dataset, prior=None, mass=None, *, sigma_obs: float = 0.05, group_tol=None,
+    def __init__(self, catalog: xr.Dataset, prior=None, mass=None, *, sigma_obs: float | None = None, group_tol=None,
                  window: float = 8.0, rel_tol: float = 1e-12):
         if not (np.isfinite(window) and window >= 3.0):
             raise InferenceError(f"window must be >= 3 Gaussian widths, got {window!r}")
@@ -146,7 +141,7 @@ class CatalogLikelihood:
                                     min_size=3, error=InferenceError)
         z, log_lobs, sig = _catalog_arrays(catalog, sigma_obs, self.prior.z_range)
         self.n_halo = int(z.size)
-        self.sigma_obs = float(sigma_obs)
+        self.sigma_obs = None if sigma_obs is None else float(sigma_obs)
         self.window = float(window)
         self.rel_tol = float(rel_tol)
         x = np.log(self.mass)
@@ -437,11 +432,11 @@ def _cache_key(catalog, prior, mass, sigma_obs, group_tol):
     m = None if mass is None else np.asarray(mass, dtype=np.float64)
     mkey = None if m is None else (m.shape, m.tobytes())
     gkey = None if group_tol is None else tuple(np.atleast_1d(np.asarray(group_tol, dtype=float)).tolist())
-    return (catalog_hash(catalog), prior, mkey, float(sigma_obs), gkey)
+    return (catalog_hash(catalog), prior, mkey, None if sigma_obs is None else float(sigma_obs), gkey)
 
 
 def log_likelihood(catalog: xr.Dataset, alpha1, alpha2, alpha3, alpha4, S, *, prior=None, mass=None,
-                   sigma_obs: float = 0.05, group_tol=None) -> np.ndarray:
+                   sigma_obs: float | None = None, group_tol=None) -> np.ndarray:
     """Catalogue log-likelihood Σ_k ln P(L_obs,k | z_k, α, S) at one or many hyperparameter points.
 
     The per-halo likelihood integrates the closed-form P(ln L_obs | M) (log-normal of width
@@ -459,8 +454,9 @@ def log_likelihood(catalog: xr.Dataset, alpha1, alpha2, alpha3, alpha4, S, *, pr
         Mass prior (default :class:`~massmap_xr.model.prior.TinkerPrior`).
     mass : array_like, optional
         Mass grid in M_sun (default 400 log-spaced points from 1e10 to 10^15.5).
-    sigma_obs : float, default 0.05
-        Observational scatter of ln L_obs where the catalogue has no ``sigma_obs``.
+    sigma_obs : float, optional
+        Observational scatter of ln L_obs for a catalogue without a per-halo ``sigma_obs``
+        variable; never assumed (neither given is a :class:`~massmap_xr.errors.CatalogError`).
     group_tol : float or (float, float), optional
         Group halos in (z, ln L_obs) cells of this size (approximate; see
         :meth:`CatalogLikelihood.grouping_error`).  Default: exact sum over halos.

@@ -28,8 +28,8 @@ import xarray as xr
 
 from massmap_xr.errors import MassmapError, PriorError, format_offenders
 
-__all__ = ["MassPrior", "TinkerPrior", "TablePrior", "as_prior", "check_mass_grid", "default_mass_grid",
-           "read_prior_table", "prior_from_attrs"]
+__all__ = ["MassPrior", "TinkerPrior", "TablePrior", "as_prior", "check_mass_grid", "cosmology_json",
+           "cosmology_key", "cosmology_label", "default_mass_grid", "read_prior_table", "prior_from_attrs", "resolve_cosmology"]
 
 #: ln-density assigned where a prior is zero (outside its mass range); finite so that
 #: arithmetic stays NaN-free, small enough that exp() of it is exactly zero.
@@ -157,16 +157,84 @@ def _interp_mass(log_m_src, log_p_src, log_m):
     return out
 
 
+def cosmology_label(cosmo) -> str:
+    """A cosmology's name (``"WMAP5"``), or its class and parameters when it has none."""
+    name = getattr(cosmo, "name", None)
+    return str(name) if name else f"{type(cosmo).__name__}({cosmology_key(cosmo)})"
+
+
+def cosmology_key(cosmo) -> str:
+    """A named astropy realisation's name, or the JSON of a cosmology's class and parameters
+    (:func:`cosmology_json`): what priors are cached and compared by."""
+    import astropy.cosmology
+
+    if isinstance(cosmo, str):
+        cosmo = resolve_cosmology(cosmo)
+    name = getattr(cosmo, "name", None)
+    if name and name in astropy.cosmology.realizations.available and getattr(astropy.cosmology, name) == cosmo:
+        return name
+    return cosmology_json(cosmo)
+
+
+def cosmology_json(cosmo) -> str:
+    """The JSON of a cosmology's class, name and every parameter (with units), as recorded in the
+    ``prior_cosmology_parameters`` attribute; :func:`resolve_cosmology` turns it back."""
+    import json
+
+    import astropy.units as u
+
+    if isinstance(cosmo, str):
+        cosmo = resolve_cosmology(cosmo)
+    params = {}
+    for k, v in dict(cosmo.parameters).items():
+        if isinstance(v, u.Quantity):
+            params[k] = {"value": np.atleast_1d(v.value).tolist() if v.ndim else float(v.value),
+                         "unit": v.unit.to_string()}
+        else:
+            params[k] = float(v) if v is not None else None
+    name = getattr(cosmo, "name", None)
+    return json.dumps({"class": type(cosmo).__name__, "name": name, "parameters": params}, sort_keys=True)
+
+
+def resolve_cosmology(spec):
+    """An astropy cosmology from a realisation name, a :func:`cosmology_key` JSON, or a cosmology."""
+    import json
+
+    import astropy.cosmology
+    import astropy.units as u
+
+    if isinstance(spec, astropy.cosmology.Cosmology):
+        return spec
+    if not isinstance(spec, str):
+        raise PriorError(
+            f"cosmology must be the name of an astropy realisation (e.g. 'WMAP5') or an astropy cosmology, got "
+            f"{type(spec).__name__}"
+        )
+    if spec.lstrip().startswith("{"):
+        try:
+            d = json.loads(spec)
+            cls = getattr(astropy.cosmology, d["class"])
+            kwargs = {k: (u.Quantity(v["value"], v["unit"]) if isinstance(v, dict) else v)
+                      for k, v in d["parameters"].items()}
+            return cls(name=d.get("name"), **kwargs)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PriorError(f"cosmology parameters {spec[:120]!r} cannot be read ({type(exc).__name__}: {exc})") from None
+    available = tuple(astropy.cosmology.realizations.available)
+    if spec not in available:
+        raise PriorError(f"cosmology {spec!r} is not an astropy realisation; choose one of {available} or pass "
+                         "an astropy cosmology object")
+    return getattr(astropy.cosmology, spec)
+
+
 @functools.lru_cache(maxsize=16)
 def _tinker_hmf_table(
     z_nodes: tuple, log10_mmin_h: float, log10_mmax_h: float, dlog10m: float, hmf_model: str,
-    cosmo_name: str, transfer_model: str,
+    cosmo_key: str, transfer_model: str, sigma_8: float, n_s: float,
 ):
     """hmf dn/dm (h^4 Mpc^-3 M_sun^-1) and m (M_sun/h) on redshift nodes (cached)."""
-    import astropy.cosmology
     from hmf import MassFunction
 
-    cosmo = getattr(astropy.cosmology, cosmo_name)
+    cosmo = resolve_cosmology(cosmo_key)
     kwargs = {}
     if transfer_model == "CAMB":
         kwargs["transfer_params"] = {"extrapolate_with_eh": True}
@@ -179,6 +247,8 @@ def _tinker_hmf_table(
             dlog10m=dlog10m,
             hmf_model=hmf_model,
             cosmo_model=cosmo,
+            sigma_8=float(sigma_8),
+            n=float(n_s),
             transfer_model=transfer_model,
             **kwargs,
         )
@@ -200,8 +270,15 @@ class TinkerPrior(MassPrior):
         Highest tabulated redshift (nodes from 0 to ``z_max`` every ``dz``).
     dz : float, default 0.05
         Spacing of the redshift nodes; ln(dn/dM) is linear in z between them.
-    cosmology : str, default "WMAP5"
-        Name of an :mod:`astropy.cosmology` realisation (WMAP5 as in the original analysis).
+    cosmology : str or astropy.cosmology.Cosmology, default "WMAP5"
+        Name of an :mod:`astropy.cosmology` realisation (WMAP5 as in the original analysis), or any
+        astropy FLRW cosmology object (then give ``sigma_8`` and ``n_s`` unless its ``meta`` has
+        ``sigma8`` and ``n``).
+    sigma_8, n_s : float, optional
+        Amplitude and spectral index of the linear power spectrum passed to hmf; default the
+        named cosmology's own (WMAP5: 0.817, 0.962 from ``WMAP5.meta``), never hmf's built-in
+        defaults (0.8159, 0.9667, which belong to Planck 2015).  The original study's table was
+        made with hmf's defaults; ``TinkerPrior(sigma_8=0.8159, n_s=0.9667)`` reproduces it.
     hmf_model : str, default "Tinker10"
         hmf fitting function.
     transfer_model : str, default "EH"
@@ -213,7 +290,9 @@ class TinkerPrior(MassPrior):
     -----
     hmf returns masses in M_sun/h and dn/dm in h^4 Mpc^-3 M_sun^-1.  This prior uses
     M = m / h (M_sun) and dn/dM = h^4 dn/dm (Mpc^-3 M_sun^-1) with ``h`` the cosmology's
-    (0.702 for WMAP5); the value is recorded as attribute ``h``.
+    (0.702 for WMAP5); the value is recorded as attribute ``h``.  Every parameter of the
+    cosmology, ``sigma_8`` and ``n_s`` are recorded in :meth:`describe` (the cube's ``prior_*``
+    attributes), so a store's prior is rebuilt exactly by :func:`prior_from_attrs`.
 
     Examples
     --------
@@ -224,16 +303,49 @@ class TinkerPrior(MassPrior):
 
     z_max: float = 4.0
     dz: float = 0.05
-    cosmology: str = "WMAP5"
+    cosmology: object = "WMAP5"
     hmf_model: str = "Tinker10"
     transfer_model: str = "EH"
     dlog10m: float = 0.005
+    sigma_8: float | None = None
+    n_s: float | None = None
 
     def __post_init__(self):
         if not (self.z_max > 0 and self.dz > 0):
             raise PriorError(f"TinkerPrior: z_max and dz must be > 0, got {self.z_max}, {self.dz}")
         if not 0 < self.dlog10m <= 0.05:
             raise PriorError(f"TinkerPrior: dlog10m must be in (0, 0.05], got {self.dlog10m}")
+        cosmo = resolve_cosmology(self.cosmology)
+        meta = dict(getattr(cosmo, "meta", {}) or {})
+        for field, key in (("sigma_8", "sigma8"), ("n_s", "n")):
+            value = getattr(self, field)
+            if value is None:
+                value = meta.get(key)
+                if value is None:
+                    raise PriorError(
+                        f"TinkerPrior: the cosmology {cosmology_label(cosmo)} does not state {key} (its meta has "
+                        f"no {key!r}); pass {field}=... (e.g. TinkerPrior(cosmology=cosmo, sigma_8=0.81, n_s=0.96))"
+                    )
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise PriorError(f"TinkerPrior: {field} must be a number, got {value!r}") from None
+            if not (np.isfinite(value) and value > 0):
+                raise PriorError(f"TinkerPrior: {field} must be finite and > 0, got {value!r}")
+            object.__setattr__(self, field, value)
+        object.__setattr__(self, "_cosmo_key", cosmology_key(cosmo))
+
+    def __hash__(self):  # an astropy cosmology object is not hashable: hash its parameters
+        return hash((self.z_max, self.dz, self._cosmo_key, self.hmf_model, self.transfer_model, self.dlog10m,
+                     self.sigma_8, self.n_s))
+
+    def __eq__(self, other):
+        if not isinstance(other, TinkerPrior):
+            return NotImplemented
+        return hash(self) == hash(other) and (self.z_max, self.dz, self._cosmo_key, self.hmf_model,
+                                              self.transfer_model, self.dlog10m, self.sigma_8, self.n_s) == (
+            other.z_max, other.dz, other._cosmo_key, other.hmf_model, other.transfer_model, other.dlog10m,
+            other.sigma_8, other.n_s)
 
     @property
     def z_nodes(self) -> np.ndarray:
@@ -247,9 +359,7 @@ class TinkerPrior(MassPrior):
 
     @property
     def h(self) -> float:
-        import astropy.cosmology
-
-        return float(getattr(astropy.cosmology, self.cosmology).h)
+        return float(resolve_cosmology(self._cosmo_key).h)
 
     def log_table(self, mass):
         mass = check_mass_grid(mass, "TinkerPrior", increasing=False)
@@ -258,12 +368,18 @@ class TinkerPrior(MassPrior):
         hi = np.log10(mass.max() * h) + 3 * self.dlog10m
         m_h, dndm_h, h = _tinker_hmf_table(
             tuple(self.z_nodes.tolist()), round(lo, 6), round(hi, 6), self.dlog10m,
-            self.hmf_model, self.cosmology, self.transfer_model,
+            self.hmf_model, self._cosmo_key, self.transfer_model, self.sigma_8, self.n_s,
         )
         log_m_src = np.log(m_h / h)
         with np.errstate(divide="ignore"):
             log_p = np.log(dndm_h * h**4)
         log_p = np.where(np.isfinite(log_p), log_p, LOG_ZERO)
+        if np.all(log_p <= LOG_ZERO):
+            raise PriorError(
+                f"TinkerPrior: hmf returned no finite mass function for the cosmology "
+                f"{cosmology_label(resolve_cosmology(self._cosmo_key))} (sigma_8={self.sigma_8}, n_s={self.n_s}); "
+                "check its parameters (the EH transfer function needs Tcmb0 > 0 and Ob0 > 0)"
+            )
         log_m = np.log(mass)
         table = np.stack([_interp_mass(log_m_src, row, log_m) for row in log_p])
         return self.z_nodes, table
@@ -272,7 +388,10 @@ class TinkerPrior(MassPrior):
         return {
             "prior": "TinkerPrior",
             "hmf_model": self.hmf_model,
-            "cosmology": self.cosmology,
+            "cosmology": cosmology_label(resolve_cosmology(self._cosmo_key)),
+            "cosmology_parameters": cosmology_json(self._cosmo_key),
+            "sigma_8": float(self.sigma_8),
+            "n_s": float(self.n_s),
             "transfer_model": self.transfer_model,
             "z_max": float(self.z_max),
             "dz": float(self.dz),
@@ -402,10 +521,14 @@ def prior_from_attrs(attrs: dict, prior_z=None, prior_dndm: xr.DataArray | None 
         z_max = attrs.get("prior_z_max", float(zn[-1]) if zn.size > 1 else 4.0)
         dz = attrs.get("prior_dz", float(np.round(zn[1] - zn[0], 12)) if zn.size > 1 else 0.05)
         try:
-            return TinkerPrior(z_max=float(z_max), dz=float(dz), cosmology=attrs["prior_cosmology"],
+            # stores written before sigma_8/n_s were recorded used hmf's defaults (0.8159, 0.9667)
+            return TinkerPrior(z_max=float(z_max), dz=float(dz),
+                               cosmology=attrs.get("prior_cosmology_parameters", attrs["prior_cosmology"]),
                                hmf_model=attrs["prior_hmf_model"], transfer_model=attrs["prior_transfer_model"],
-                               dlog10m=float(attrs.get("prior_dlog10m", 0.005)))
-        except (KeyError, TypeError, ValueError) as exc:
+                               dlog10m=float(attrs.get("prior_dlog10m", 0.005)),
+                               sigma_8=float(attrs.get("prior_sigma_8", 0.8159)),
+                               n_s=float(attrs.get("prior_n_s", 0.9667)))
+        except (KeyError, TypeError, ValueError) as exc:  # PriorError is a ValueError
             raise error(f"{source}: cannot rebuild its TinkerPrior from the prior_* attributes "
                         f"({type(exc).__name__}: {exc}); build the cube with build_posterior(..., prior=...) "
                         "using the store's prior") from None

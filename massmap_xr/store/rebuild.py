@@ -59,7 +59,7 @@ def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | Non
         hyper = store[names].load()
     layout = read_layout(dict(open_group(str(path), storage_options, mode="r").attrs), str(path))
     cube = build_posterior(
-        catalog, hyper, prior=prior, mass=store["mass"].values, sigma_obs=float(attrs["sigma_obs_default"]),
+        catalog, hyper, prior=prior, mass=store["mass"].values, sigma_obs=_store_sigma_obs(attrs, catalog),
         method=attrs["method"], n_lum=max(int(attrs.get("n_lum", 0)), 1), seed=int(attrs.get("mc_seed", 0)),
         chunks=layout.halo_chunk if chunks is None else chunks,
     )
@@ -69,3 +69,11 @@ def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | Non
         cube = cube.assign(weight=cube["weight"].copy(data=np.asarray(hyper["weight"].values, dtype=float)))
         cube.attrs["hyper_hash"] = hyper_hash_of({k: cube[k].values for k in (*HYPER_NAMES, "weight")})
     return cube
+
+
+def _store_sigma_obs(attrs, catalog):
+    """The scatter the store's cube was built with, for a catalogue that has no ``sigma_obs`` of its own."""
+    if "sigma_obs" in catalog.variables:
+        return None
+    value = attrs.get("sigma_obs_default")
+    return float(value) if isinstance(value, (int, float)) else None
