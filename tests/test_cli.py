@@ -19,7 +19,8 @@ from massmap_xr.store import open_store
 def catalog_csv(tmp_path_factory):
     cat = mock_catalog(40, seed=8)
     path = tmp_path_factory.mktemp("cli") / "field.csv"
-    pd.DataFrame({"z": cat.z, "lum_obs": cat.lum_obs, "ra": cat.ra, "dec": cat.dec, "mass_true": cat.mass_true}).to_csv(path, index=False)
+    pd.DataFrame({"z": cat.z, "lum_obs": cat.lum_obs, "ra": cat.ra, "dec": cat.dec, "mass_true": cat.mass_true,
+                  "sigma_obs": cat.sigma_obs}).to_csv(path, index=False)
     return path
 
 
@@ -89,7 +90,7 @@ def test_demo_entry_point(tmp_path):
 
 def _csv(cat, path):
     pd.DataFrame({"z": cat.z, "lum_obs": cat.lum_obs, "ra": cat.ra, "dec": cat.dec,
-                  "mass_true": cat.mass_true}).to_csv(path, index=False)
+                  "mass_true": cat.mass_true, "sigma_obs": cat.sigma_obs}).to_csv(path, index=False)
     return path
 
 

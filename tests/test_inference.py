@@ -51,7 +51,7 @@ def analytic_prior():
 def four_halos():
     z = np.array([0.12, 0.8, 1.7, 2.6])
     lobs = np.array([6000.0, 9000.0, 30000.0, 7000.0])
-    return make_catalog(z, lobs, np.full(4, 150.0), np.full(4, 2.0))
+    return make_catalog(z, lobs, np.full(4, 150.0), np.full(4, 2.0), sigma_obs=0.05)
 
 
 def _double_integral(z, lobs, a1, a2, a3, a4, S, so):
@@ -161,7 +161,7 @@ def test_non_uniform_grid_matches_numpy_trapezoid(small_catalog):
 
 def test_far_luminosity_stays_finite():
     """A luminosity far above every μ_L on the grid takes the log-space path: finite, and exact."""
-    cat = make_catalog([0.3, 0.5], [1e9, 8000.0], [150.0, 150.01], [2.0, 2.0])
+    cat = make_catalog([0.3, 0.5], [1e9, 8000.0], [150.0, 150.01], [2.0, 2.0], sigma_obs=0.05)
     like = CatalogLikelihood(cat)
     ll = like.per_halo(*REDDICK)
     assert np.all(np.isfinite(ll)) and like.n_fallback >= 1
@@ -361,7 +361,7 @@ def test_steep_narrow_relations_match_direct_quadrature(alpha2, S, lobs):
     from massmap_xr.model.prior import TinkerPrior, default_mass_grid
 
     a1, a3, a4, sig, z = 10.709, 2.35e14, 1.10, 0.05, 0.3
-    ll = float(CatalogLikelihood(make_catalog([z], [lobs], [150.0], [2.0]))(a1, alpha2, a3, a4, S))
+    ll = float(CatalogLikelihood(make_catalog([z], [lobs], [150.0], [2.0], sigma_obs=0.05))(a1, alpha2, a3, a4, S))
     m = default_mass_grid()
     x = np.log(m)
     zn, lt = TinkerPrior().log_table(m)

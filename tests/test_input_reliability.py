@@ -52,7 +52,7 @@ def _prior_per_dex(z, mass=MASS):
     return p / (trapezoid_weights(np.log10(mass)) @ p)
 
 
-def _catalog(z, lum, ids=None, sigma_obs=None):
+def _catalog(z, lum, ids=None, sigma_obs=0.05):
     n = len(z)
     return make_catalog(z, lum, np.full(n, 150.0), np.full(n, 2.0), halo=ids, sigma_obs=sigma_obs)
 
