@@ -260,11 +260,11 @@ def build_posterior(
             f"seed must be a non-negative integer (it seeds numpy's random generator for method='montecarlo'), "
             f"got {seed!r}; pass e.g. seed=0"
         )
-    sigma_obs = check_sigma_obs(sigma_obs, catalog, "build_posterior")
     prior = as_prior(prior)
     hyper = as_hyper(100 if hyper is None else hyper)
     validate_catalog(catalog, z_range=prior.z_range)
     mass = check_mass_grid(default_mass_grid() if mass is None else mass, "build_posterior", error=MassmapError)
+    sigma_obs = check_sigma_obs(sigma_obs, catalog, "build_posterior")
     z_nodes, log_table = prior.log_table(mass)
     if np.all(log_table <= ZERO_PRIOR_LOG):
         raise MassmapError("the prior is zero on the whole mass grid; choose a mass grid inside the prior's range")

@@ -53,6 +53,8 @@ def build(cat, hyper, **kwargs) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MassmapWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
+        if "sigma_obs" not in cat.variables:  # the scatter is stated, never assumed
+            kwargs.setdefault("sigma_obs", 0.05)
         cube = build_posterior(
             cat, hyper, prior=kwargs.pop("prior", PRIOR), mass=kwargs.pop("mass", MASS), **kwargs
         )
@@ -354,7 +356,8 @@ def test_degenerate_inputs_emit_no_numpy_warnings(hyper, sigma, method):
         warnings.simplefilter("error", RuntimeWarning)
         warnings.simplefilter("ignore", MassmapWarning)
         try:
-            build_posterior(cat, hyper, prior=PRIOR, mass=MASS, method=method, n_lum=8).compute(scheduler="synchronous")
+            build_posterior(cat, hyper, prior=PRIOR, mass=MASS, method=method, n_lum=8,
+                            sigma_obs=None if "sigma_obs" in cat else 0.05).compute(scheduler="synchronous")
         except MassmapError:
             pass  # a Monte Carlo likelihood that is zero everywhere is reported as such: fine
 

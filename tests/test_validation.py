@@ -42,7 +42,8 @@ MASS = np.logspace(10, 15.5, 60)
 def good_catalog() -> xr.Dataset:
     """Eight halos in a 40′ field at (150, 2) deg with realistic z and L_obs."""
     ra, dec = uniform_field_positions(IDS.size, np.random.default_rng(7))
-    return make_catalog(np.linspace(0.1, 0.9, IDS.size), np.geomspace(2e3, 4e4, IDS.size), ra, dec, halo=IDS)
+    return make_catalog(np.linspace(0.1, 0.9, IDS.size), np.geomspace(2e3, 4e4, IDS.size), ra, dec, halo=IDS,
+                        sigma_obs=0.05)
 
 
 def with_values(cat: xr.Dataset, name: str, changes: dict) -> xr.Dataset:
