@@ -91,7 +91,8 @@ def mock_catalog(
     prior : MassPrior or DataArray, optional
         Mass prior (default :class:`~massmap_xr.model.prior.TinkerPrior`).
     mass : array_like, optional
-        Mass grid (M_sun) the prior is drawn on (default 400 points, 1e10 to 10^15.5).
+        Mass grid (M_sun) the prior is drawn on (default 400 points, 1e10 to 10^15.5: halos above
+        1e10 M_sun, whose posteriors on the default posterior grid, from 1e8, are not cut).
     sigma_obs : float, default 0.05
         Observational scatter of ln L_obs (natural log, finite and > 0) used to draw L_obs and
         stored as the per-halo variable ``sigma_obs``.
@@ -132,7 +133,7 @@ def mock_catalog(
     c = check_field_center(center)
     prior = as_prior(prior)
     if mass is None:
-        mass = default_mass_grid()
+        mass = default_mass_grid(400, 10.0, 15.5)  # mocks draw above 1e10 M_sun (the posterior grid starts at 1e8)
     else:
         mass = _mock_array("mass", mass)
         if mass.size < 2 or np.any(~np.isfinite(mass)) or np.any(mass <= 0) or np.any(np.diff(mass) <= 0):

@@ -54,7 +54,7 @@ import numpy as np
 from massmap_xr.errors import CatalogError, CatalogWarning, describe_offenders
 
 __all__ = ["DEFAULT_N_NODES", "DEFAULT_N_SIGMA", "LOST_TOL", "PZ_DIM", "PZ_VAR", "RedshiftNodes", "is_photometric",
-           "redshift_nodes"]
+           "redshift_nodes", "warn_truncated"]
 
 #: default number of Gauss–Legendre nodes for a Gaussian p(z)
 DEFAULT_N_NODES = 20
@@ -72,16 +72,19 @@ class RedshiftNodes(tuple):
 
     A tuple (unpack it: ``zj, lw = redshift_nodes(...)``) with extra attributes ``photometric``
     (bool per halo: more than one node of positive weight or a node away from z_obs) and
-    ``settings`` (a dict describing the quadrature, for cube attributes).
+    ``settings`` (a dict describing the quadrature, for cube attributes) and ``lost`` (float per
+    halo: the fraction of p(z) above z = 0 that lies outside ``z_range``).
     """
 
     photometric: np.ndarray
     settings: dict
+    lost: np.ndarray
 
-    def __new__(cls, z, log_w, photometric, settings):
+    def __new__(cls, z, log_w, photometric, settings, lost=None):
         obj = super().__new__(cls, (z, log_w))
         obj.photometric = photometric
         obj.settings = settings
+        obj.lost = np.zeros(len(z)) if lost is None else lost
         return obj
 
 
@@ -266,23 +269,17 @@ def redshift_nodes(z, z_err=None, pz=None, pz_z=None, *, z_range=(0.0, math.inf)
         lw[photo] -= lse
     far = lost > lost_tol
     if warn and far.any():
-        warnings.warn(
-            f"{int(far.sum())} halo(s) have more than {lost_tol:g} of their redshift distribution p(z) outside the "
-            f"prior's redshift range [{lo:g}, {hi:g}] (above z = 0); p(z) is truncated to that range and renormalised: "
-            f"{describe_offenders(labels, far, values=lost)} (values: fraction lost); tabulate the prior further "
-            "(e.g. TinkerPrior(z_max=...)) to include it",
-            CatalogWarning,
-            stacklevel=2,
-        )
+        warn_truncated(labels, lost, lo, hi, lost_tol, stacklevel=3)
     settings = {
-        "redshift_quadrature": "gauss-legendre on the truncated +-n_sigma window (Gaussian z_err); trapezoid on "
+        "redshift_quadrature": "gauss-hermite (Gaussian z_err, +-n_sigma window inside the prior range) or gauss-legendre on "
+                               "the window cut by the range; trapezoid on "
                                f"{PZ_DIM} (tabulated {PZ_VAR}); one node for spectroscopic halos",
         "redshift_n_nodes": int(n_nodes),
         "redshift_n_sigma": float(n_sigma),
         "redshift_truncation": f"p(z) truncated to the prior's range [{lo:g}, {hi:g}] and renormalised",
         "n_photometric": int(photo.sum()),
     }
-    return RedshiftNodes(zj, lw, photo, settings)
+    return RedshiftNodes(zj, lw, photo, settings, lost)
 
 
 def _trapezoid(x: np.ndarray) -> np.ndarray:
@@ -293,3 +290,18 @@ def _trapezoid(x: np.ndarray) -> np.ndarray:
         w[1:] += 0.5 * d
     return w
 
+
+
+def warn_truncated(labels, lost, lo: float, hi: float, lost_tol: float = LOST_TOL, *, stacklevel: int = 2,
+                   count: int | None = None) -> None:
+    """The CatalogWarning for halos with more than ``lost_tol`` of p(z) outside the prior's range [lo, hi]."""
+    far = np.asarray(lost) > lost_tol
+    n = int(far.sum()) if count is None else int(count)
+    warnings.warn(
+        f"{n} halo(s) have more than {lost_tol:g} of their redshift distribution p(z) outside the "
+        f"prior's redshift range [{lo:g}, {hi:g}] (above z = 0); p(z) is truncated to that range and renormalised: "
+        f"{describe_offenders(labels, far, values=lost)} (values: fraction lost); tabulate the prior further "
+        "(e.g. TinkerPrior(z_max=...)) to include it",
+        CatalogWarning,
+        stacklevel=stacklevel + 1,
+    )
