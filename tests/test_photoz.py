@@ -93,3 +93,145 @@ def test_tabulated_pz():
 def test_bad_redshift_inputs(kwargs, match):
     with pytest.raises(CatalogError, match=match):
         redshift_nodes([0.3], z_range=(0.0, 4.0), **kwargs)
+
+
+# --------------------------------------------------------------------------- the kernel against scipy
+from massmap_xr import build_posterior, mock_catalog  # noqa: E402
+from massmap_xr.kernels.posterior import posterior_outputs  # noqa: E402
+from massmap_xr.model.hyper import REDDICK2013  # noqa: E402
+from massmap_xr.model.prior import TinkerPrior, default_mass_grid  # noqa: E402
+
+TRUTH = {k: REDDICK2013[k][0] for k in ("alpha1", "alpha2", "alpha3", "alpha4", "S")}
+LN10 = np.log(10.0)
+
+
+def _continuous_model(zn, lt, mass):
+    """ln P̂(log10 M | z) (unit integral over the grid's log10 range, by scipy) and ln p(ln L_obs | M, z)."""
+    lg = np.log10(mass)
+
+    def lnprior_raw(z, x):  # ln dn/dM interpolated linearly in z and in ln M, plus ln M (per log10 M)
+        i = np.clip(np.searchsorted(zn, z, side="right") - 1, 0, zn.size - 2)
+        w = (z - zn[i]) / (zn[i + 1] - zn[i])
+        row = (1 - w) * lt[i] + w * lt[i + 1]
+        return np.interp(x, lg, row) + x * LN10
+
+    def norm(z):
+        ref = lnprior_raw(z, lg).max()
+        return ref + np.log(integrate.quad(lambda x: np.exp(lnprior_raw(z, x) - ref), lg[0], lg[-1],
+                                           limit=400, epsrel=1e-10, points=lg[::20])[0])
+
+    def lnlike(ll, x, z, sig):
+        w2 = TRUTH["S"] ** 2 + sig**2
+        mu = TRUTH["alpha1"] + TRUTH["alpha2"] * (x * LN10 - np.log(TRUTH["alpha3"])) + TRUTH["alpha4"] * np.log1p(z)
+        return -0.5 * (ll - mu) ** 2 / w2 - 0.5 * np.log(2 * np.pi * w2)
+
+    return lnprior_raw, norm, lnlike
+
+
+def test_kernel_matches_brute_force_integration_over_z_and_mass():
+    mass = default_mass_grid()
+    zn, lt = TinkerPrior().log_table(mass)
+    lnprior_raw, norm, lnlike = _continuous_model(zn, lt, mass)
+    lg = np.log10(mass)
+    z = np.array([0.35, 1.2, 0.04])
+    ll = np.array([10.2, 11.5, 9.0])
+    ze = np.array([0.0, 0.03 * 2.2, 0.05])
+    nodes = redshift_nodes(z, z_err=ze, z_range=(0.0, 4.0))
+    post, log_ev, edge = posterior_outputs(ll, z, 0.05, z_nodes=zn, log_table=lt, mass=mass,
+                                           nodes=tuple(nodes), **{k: [v] for k, v in TRUTH.items()})
+    for k in range(3):
+        def joint(x, zz, k=k):
+            return np.exp(lnprior_raw(zz, x) - norm(zz) + lnlike(ll[k], x, zz, 0.05))
+        if ze[k] == 0:
+            ev = integrate.quad(lambda x: joint(x, z[k]), lg[0], lg[-1], limit=400, points=lg[::20])[0]
+            dens = np.array([joint(x, z[k]) for x in lg]) / ev
+        else:
+            a, b = max(0.0, z[k] - 8 * ze[k]), z[k] + 8 * ze[k]
+            pz_norm = stats.norm.cdf(b, z[k], ze[k]) - stats.norm.cdf(a, z[k], ze[k])
+
+            def pz(zz, k=k):
+                return stats.norm.pdf(zz, z[k], ze[k]) / pz_norm
+
+            # inner integral over mass at fixed z, outer over z (scipy quad both)
+            def inner(zz, k=k):
+                return integrate.quad(lambda x: joint(x, zz), lg[0], lg[-1], limit=400, points=lg[::20])[0]
+
+            ev = integrate.quad(lambda zz: pz(zz) * inner(zz), a, b, epsrel=1e-8, limit=200)[0]
+            sel = lg[::25]
+            dens = np.full(lg.size, np.nan)
+            for j, x in zip(range(0, lg.size, 25), sel, strict=True):
+                dens[j] = integrate.quad(lambda zz, x=x: pz(zz) * joint(x, zz), a, b, epsrel=1e-9, limit=200)[0] / ev
+        np.testing.assert_allclose(log_ev[k, 0], np.log(ev), atol=2e-3)
+        ok = np.isfinite(dens) & (dens > 1e-3 * np.nanmax(dens))
+        np.testing.assert_allclose(post[k, ok, 0], dens[ok], rtol=3e-3)
+        assert edge[k, 0] < 1e-3
+
+
+def _truth_hyper():
+    return {k: [v] for k, v in TRUTH.items()}
+
+
+def test_spectroscopic_halos_are_bit_identical_with_a_z_err_column():
+    cat = mock_catalog(60, seed=4)
+    ze = np.where(np.arange(60) % 3 == 0, 0.05, 0.0)
+    plain = build_posterior(cat, _truth_hyper(), chunks=25).compute()
+    photo = build_posterior(cat.assign(z_err=("halo", ze)), _truth_hyper(), chunks=25).compute()
+    spec = ze == 0
+    np.testing.assert_array_equal(photo.posterior.values[spec], plain.posterior.values[spec])
+    np.testing.assert_array_equal(photo.log_evidence.values[spec], plain.log_evidence.values[spec])
+    assert not np.array_equal(photo.posterior.values[~spec], plain.posterior.values[~spec])
+    assert photo.attrs["n_photometric"] == int((~spec).sum()) and photo.attrs["redshift_n_nodes"] == 20
+
+
+def test_one_kernel_call_per_block_for_posterior_and_its_outputs(monkeypatch):
+    import dask
+
+    from massmap_xr import cube as cube_mod
+
+    calls = []
+    real = cube_mod._run_block
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(cube_mod, "_run_block", counting)
+    c = build_posterior(mock_catalog(90, seed=2), _truth_hyper(), chunks=30)
+    post, lev, edge = dask.compute(c.posterior.data, c.log_evidence.data, c.edge_fraction.data)
+    assert len(calls) == 3  # three halo blocks, each computed once for all three outputs
+    c.load()
+    assert len(calls) == 6
+    assert lev.dtype == np.float64 and edge.dtype == np.float32 and post.shape == (90, 400, 1)
+    assert c.log_evidence.attrs["units"] == "1" and "long_name" in c.edge_fraction.attrs
+
+
+# --------------------------------------------------------------------------- calibration on mocks
+def _calibrated(cube):
+    cal = cube.massmap.calibration()
+    return cal, cal.attrs["verdict"].startswith("calibrated")
+
+
+def test_photoz_calibration_and_ignoring_z_err_miscalibrates():
+    mass = default_mass_grid()
+    cat = mock_catalog(3000, seed=21, z_err=lambda z: 0.03 * (1 + z), mass=mass)
+    cube = build_posterior(cat, _truth_hyper(), mass=mass, check_edges=False)
+    cal, ok = _calibrated(cube)
+    assert ok, cal.attrs["verdict"]
+    assert float(cal.ks_pvalue) > 0.01
+    cov = cal.coverage.sel(level=[0.68, 0.95]).values
+    err = cal.coverage_err.sel(level=[0.68, 0.95]).values
+    assert np.all(np.abs(cov - [0.68, 0.95]) < 3 * err)
+    # the same catalogue read as spectroscopic: over-confident
+    cal0, ok0 = _calibrated(build_posterior(cat.drop_vars("z_err"), _truth_hyper(), mass=mass, check_edges=False))
+    assert not ok0 and "narrow" in cal0.attrs["verdict"], cal0.attrs["verdict"]
+
+
+def test_calibration_with_large_sigma_obs():
+    mass = default_mass_grid()
+    cat = mock_catalog(3000, seed=22, sigma_obs=0.15, mass=mass)
+    cal, ok = _calibrated(build_posterior(cat, _truth_hyper(), mass=mass, check_edges=False))
+    assert ok, cal.attrs["verdict"]
+    assert float(cal.ks_pvalue) > 0.01
+    # ignoring it (the default 0.05) is over-confident
+    cal0, ok0 = _calibrated(build_posterior(cat.drop_vars("sigma_obs"), _truth_hyper(), mass=mass, check_edges=False))
+    assert not ok0, cal0.attrs["verdict"]
