@@ -140,27 +140,30 @@ def test_kernel_matches_brute_force_integration_over_z_and_mass():
     post, log_ev, edge = posterior_outputs(ll, z, 0.05, z_nodes=zn, log_table=lt, mass=mass,
                                            nodes=tuple(nodes), **{k: [v] for k, v in TRUTH.items()})
     for k in range(3):
-        def joint(x, zz, k=k):
-            return np.exp(lnprior_raw(zz, x) - norm(zz) + lnlike(ll[k], x, zz, 0.05))
-        if ze[k] == 0:
-            ev = integrate.quad(lambda x: joint(x, z[k]), lg[0], lg[-1], limit=400, points=lg[::20])[0]
-            dens = np.array([joint(x, z[k]) for x in lg]) / ev
+        lk, zk, ek = ll[k], z[k], ze[k]
+
+        def joint(x, zz, lnz, lk=lk):
+            return np.exp(lnprior_raw(zz, x) - lnz + lnlike(lk, x, zz, 0.05))
+
+        def mass_integral(zz, lk=lk):
+            lnz = norm(zz)
+            return integrate.quad(joint, lg[0], lg[-1], args=(zz, lnz), limit=400, points=lg[::20])[0]
+
+        if ek == 0:
+            ev = mass_integral(zk)
+            dens = joint(lg, zk, norm(zk)) / ev
         else:
-            a, b = max(0.0, z[k] - 8 * ze[k]), z[k] + 8 * ze[k]
-            pz_norm = stats.norm.cdf(b, z[k], ze[k]) - stats.norm.cdf(a, z[k], ze[k])
-
-            def pz(zz, k=k):
-                return stats.norm.pdf(zz, z[k], ze[k]) / pz_norm
-
-            # inner integral over mass at fixed z, outer over z (scipy quad both)
-            def inner(zz, k=k):
-                return integrate.quad(lambda x: joint(x, zz), lg[0], lg[-1], limit=400, points=lg[::20])[0]
-
-            ev = integrate.quad(lambda zz: pz(zz) * inner(zz), a, b, epsrel=1e-8, limit=200)[0]
-            sel = lg[::25]
+            a, b = max(0.0, zk - 8 * ek), zk + 8 * ek
+            pz_norm = stats.norm.cdf(b, zk, ek) - stats.norm.cdf(a, zk, ek)
+            zq = np.linspace(a, b, 161)  # outer integral over z by scipy's Simpson rule on a fine grid
+            pzq = stats.norm.pdf(zq, zk, ek) / pz_norm
+            inner = np.array([mass_integral(zz) for zz in zq])
+            ev = integrate.simpson(pzq * inner, x=zq)
+            lnzq = np.array([norm(zz) for zz in zq])
             dens = np.full(lg.size, np.nan)
-            for j, x in zip(range(0, lg.size, 25), sel, strict=True):
-                dens[j] = integrate.quad(lambda zz, x=x: pz(zz) * joint(x, zz), a, b, epsrel=1e-9, limit=200)[0] / ev
+            for j in range(0, lg.size, 25):
+                vals = np.array([joint(lg[j], zz, lz) for zz, lz in zip(zq, lnzq, strict=True)])
+                dens[j] = integrate.simpson(pzq * vals, x=zq) / ev
         np.testing.assert_allclose(log_ev[k, 0], np.log(ev), atol=2e-3)
         ok = np.isfinite(dens) & (dens > 1e-3 * np.nanmax(dens))
         np.testing.assert_allclose(post[k, ok, 0], dens[ok], rtol=3e-3)
