@@ -21,7 +21,7 @@ def test_cube_layout_and_attrs(small_cube, small_catalog, small_hyper):
     assert ds["posterior"].dtype == np.float32
     assert ds["posterior"].chunks is not None  # lazy
     assert ds.sizes == {"halo": 60, "mass": 400, "realization": 6, "prior_z": ds.sizes["prior_z"]}
-    np.testing.assert_allclose(ds["mass"].values[[0, -1]], [1e10, 10**15.5])
+    np.testing.assert_allclose(ds["mass"].values[[0, -1]], [1e8, 10**15.5])  # the default grid
     np.testing.assert_allclose(ds["log10_mass"].values, np.log10(ds["mass"].values))
     np.testing.assert_array_equal(ds["ra"].values, small_catalog["ra"].values)
     np.testing.assert_array_equal(ds["alpha1"].values, small_hyper["alpha1"].values)

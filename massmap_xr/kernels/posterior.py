@@ -478,8 +478,11 @@ def _fill(a: dict, out: np.ndarray, lnorm: np.ndarray | None = None) -> np.ndarr
 
 
 def log_prior_norm(lnp: np.ndarray, wts: np.ndarray) -> np.ndarray:
-    """ln of the trapezoid integral over log10 M of exp(``lnp``) per row (rows with maximum 0)."""
-    return np.log(np.exp(lnp) @ wts)
+    """ln of the trapezoid integral over log10 M of exp(``lnp``) per row (rows with maximum 0).
+
+    A row-wise sum (not a BLAS product), so a row's value does not depend on the other rows.
+    """
+    return np.log((np.exp(lnp) * wts).sum(axis=1))
 
 
 def edge_fraction(post: np.ndarray, log10_mass: np.ndarray) -> np.ndarray:
