@@ -60,6 +60,15 @@ and the row is exactly the normalised prior, whatever S; where the differences o
 (vanishing S and σ_obs) the likelihood is a delta function and the row is the normalised spike
 at the grid mass nearest the relation's inverse.
 
+Evidence and edge fraction
+--------------------------
+:func:`posterior_outputs` runs the same kernels and also returns, per (halo, realization), the
+log-evidence ln ∫ p(ln L_obs | M, z) P̂(M | z) d log10 M (P̂: the prior per dex normalised to unit
+trapezoid integral over the grid at z; p: the normal density per unit ln L_obs) — the log of the
+row's normalisation, which the kernels record before rescaling (costs nothing measurable), minus
+ln √(2π) w and the prior row's log-normalisation — and the edge fraction (:func:`edge_fraction`).
+Photometric halos (several redshift nodes) go through :mod:`massmap_xr.kernels.photoz`.
+
 Checks
 ------
 Besides shapes and finiteness, :func:`posterior_block` refuses (with a
