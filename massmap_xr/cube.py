@@ -19,16 +19,28 @@ import xarray as xr
 
 from massmap_xr._version import SCHEMA_VERSION, __version__
 from massmap_xr.catalog import check_sigma_obs, validate_catalog
-from massmap_xr.errors import AnalysisError, CatalogWarning, MassmapError, StoreError, format_offenders
+from massmap_xr.errors import AnalysisError, CatalogError, CatalogWarning, MassmapError, StoreError, format_offenders
+from massmap_xr.kernels.edges import EDGE_THRESHOLD, edge_check
 from massmap_xr.kernels.posterior import (
     ZERO_PRIOR_LOG,
     check_prior_redshifts,
-    posterior_block,
+    edge_fraction,
+    log_prior_norm,
+    posterior_outputs,
     prior_rows,
     trapezoid_weights,
 )
 from massmap_xr.model.hyper import as_hyper, hyper_hash
 from massmap_xr.model.prior import as_prior, check_mass_grid, default_mass_grid
+from massmap_xr.model.redshift import (
+    DEFAULT_N_NODES,
+    DEFAULT_N_SIGMA,
+    LOST_TOL,
+    PZ_DIM,
+    PZ_VAR,
+    redshift_nodes,
+    warn_truncated,
+)
 from massmap_xr.model.relation import HYPER_NAMES, lobs_likelihood_montecarlo
 
 __all__ = ["build_posterior", "validate_cube", "default_halo_chunk", "catalog_hash", "CUBE_ATTRS", "CUBE_DIMS",
@@ -145,9 +157,10 @@ def _store_rules(ds: xr.Dataset, pre: str, error) -> None:
 
 
 def catalog_hash(cat: xr.Dataset) -> str:
-    """SHA-256 over the catalogue variables the posterior depends on (ids, z, lum_obs, sigma_obs)."""
+    """SHA-256 over the catalogue variables the posterior depends on (ids, z, lum_obs, sigma_obs; z_err, pz, pz_z
+    where present, so spectroscopic catalogues keep their hashes)."""
     h = hashlib.sha256()
-    for k in ("halo", "z", "lum_obs", "sigma_obs"):
+    for k in ("halo", "z", "lum_obs", "sigma_obs", "z_err", PZ_VAR, PZ_DIM):
         if k in cat.variables:
             h.update(k.encode())
             h.update(np.ascontiguousarray(cat[k].values).astype("<f8" if k != "halo" else "<i8").tobytes())
@@ -168,11 +181,15 @@ def _check_prior_at_halos(z, ids, z_nodes, log_table, mass, *, batch: int = 8192
 
 
 def _mc_block(log_lobs, z, sig, ids, *, z_nodes, log_table, mass, hyp, n_lum, seed):
-    """Monte Carlo posterior block (float64 internally, float32 out); per-halo seeded streams."""
+    """Monte Carlo posterior block (float64 internally, float32 out); per-halo seeded streams.
+
+    Returns (posterior, log_evidence, edge_fraction) like
+    :func:`~massmap_xr.kernels.posterior.posterior_outputs` (the evidence from the Monte Carlo likelihood)."""
     x = np.log(mass)
     w = trapezoid_weights(x / np.log(10.0))
     lnp = prior_rows(z, z_nodes, log_table, x, ids=ids, who="build_posterior")
     out = np.empty((z.size, mass.size, hyp["alpha1"].size), dtype=np.float32)
+    log_ev = np.empty((z.size, hyp["alpha1"].size))
     for k in range(z.size):
         rng = np.random.default_rng([int(seed), int(ids[k]) & 0x7FFFFFFFFFFFFFFF])
         like = lobs_likelihood_montecarlo(
@@ -187,7 +204,8 @@ def _mc_block(log_lobs, z, sig, ids, *, z_nodes, log_table, mass, hyp, n_lum, se
                 "increase n_lum or use method='analytic'"
             )
         out[k] = p / norm
-    return out
+        log_ev[k] = np.log(norm) - log_prior_norm(lnp[k:k + 1], w)[0]
+    return out, log_ev, edge_fraction(out, x / np.log(10.0))
 
 
 def build_posterior(
@@ -202,6 +220,8 @@ def build_posterior(
     seed: int = 0,
     chunks: int | None = None,
     check_edges: bool = True,
+    n_z_nodes: int = DEFAULT_N_NODES,
+    z_sigma_window: float = DEFAULT_N_SIGMA,
 ) -> xr.Dataset:
     """Per-halo mass posteriors for every hyperparameter realization, as a lazy cube.
 
@@ -216,7 +236,7 @@ def build_posterior(
     prior : MassPrior or DataArray (z, mass), optional
         Mass prior; default :class:`~massmap_xr.model.prior.TinkerPrior` (Tinker 2010, WMAP5).
     mass : array_like, optional
-        Mass grid in M_sun; default 400 log-spaced points from 1e10 to 10^15.5.
+        Mass grid in M_sun; default :func:`~massmap_xr.model.prior.default_mass_grid`.
     sigma_obs : float, optional
         Observational log-normal scatter of L_obs (natural log), for a catalogue without a per-halo
         ``sigma_obs`` variable.  Never assumed: a catalogue without ``sigma_obs`` and no value here
@@ -234,15 +254,35 @@ def build_posterior(
         Halos per block (default: blocks of about 64 MiB).
     check_edges : bool, default True
         Warn (:class:`~massmap_xr.errors.CatalogWarning`) about halos whose L_obs lies so far from
-        every μ_L on the mass grid that their posterior piles up on a grid edge.
+        every μ_L on the mass grid that their posterior piles up on a grid edge, and about halos
+        whose estimated ``edge_fraction`` exceeds :data:`~massmap_xr.kernels.edges.EDGE_THRESHOLD`
+        (1e-3) for some realization (see :mod:`massmap_xr.kernels.edges`; cheap: a coarse
+        evaluation in blocks of halos, memory independent of the catalogue size).
+    n_z_nodes : int, default 20
+        Quadrature nodes per halo for a Gaussian redshift error ``z_err`` (see
+        :mod:`massmap_xr.model.redshift`).
+    z_sigma_window : float, default 8
+        Half-width, in units of ``z_err``, of the redshift window integrated over.
 
     Returns
     -------
     xarray.Dataset
         ``posterior(halo, mass, realization)`` float32 (dask), coordinates ``halo``, ``mass``,
         ``log10_mass``, ``realization``, ``ra``, ``dec``; catalogue variables along ``halo``,
-        hyperparameters (with normalised ``weight``) along ``realization``, and the prior table
-        ``prior_dndm(prior_z, mass)``.
+        hyperparameters (with normalised ``weight``) along ``realization``, the prior table
+        ``prior_dndm(prior_z, mass)``, and per (halo, realization), computed by the same kernel
+        pass as the posterior (dask shares it: computing several of them runs the kernel once per
+        block): ``log_evidence`` (float64, ln P(ln L_obs | α, S) with the prior normalised to unit
+        integral over the mass grid at each z, z-marginalised for photometric halos; see
+        :func:`~massmap_xr.kernels.posterior.posterior_outputs`) and ``edge_fraction`` (float32, the
+        posterior probability in the first and last trapezoid cells of the grid, summed).
+
+    Redshift uncertainty: a catalogue variable ``z_err(halo)`` (Gaussian σ_z, 0 = spectroscopic)
+    or a tabulated ``pz(halo, pz_z)`` makes the posterior the mass marginal over the halo's
+    redshift distribution, each redshift node weighted by p(z) times the evidence there
+    (:mod:`massmap_xr.kernels.photoz`); spectroscopic halos are bit-identical to a catalogue
+    without these variables.  The quadrature settings are recorded in ``attrs``
+    (``redshift_*``).
 
     Examples
     --------
@@ -283,34 +323,49 @@ def build_posterior(
     sig = np.asarray(catalog["sigma_obs"].values, dtype=float) if sigma_obs is None else np.full(n, sigma_obs)
     ids = np.asarray(catalog["halo"].values)
     _check_prior_at_halos(z, ids, z_nodes, log_table, mass)
+    zerr, pz, pz_z = photoz_inputs(catalog)
+    photo = zerr is not None or pz is not None
+    if photo and method != "analytic":
+        raise MassmapError(
+            "build_posterior: the catalogue has redshift uncertainties (z_err or pz) but method='montecarlo' "
+            "handles spectroscopic redshifts only; use method='analytic' (exact), or drop z_err / pz"
+        )
+    qz = {"z_range": prior.z_range, "n_nodes": int(n_z_nodes), "n_sigma": float(z_sigma_window)}
+    settings = _check_redshift_nodes(z, zerr, pz, pz_z, ids, qz) if photo else {}
     if check_edges:
-        _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass)
+        _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass, z_nodes, log_table)
 
     hyp = {k: np.asarray(hyper[k].values, dtype=float) for k in HYPER_NAMES}
     halo_chunks = (tuple(min(chunk, n - i) for i in range(0, n, chunk)),)
-    arrays = [da.from_array(a, chunks=halo_chunks) for a in (log_lobs, z, sig, ids)]
+    starts = np.cumsum((0,) + halo_chunks[0])
     if method == "analytic":
 
-        def block(ll, zz, ss, ii):
-            return posterior_block(ll, zz, ss, z_nodes=z_nodes, log_table=log_table, mass=mass, ids=ii, **hyp)
+        def block(ll, zz, ss, ii, ze, pzb):
+            nodes = None
+            if photo:
+                nodes = tuple(redshift_nodes(zz, ze, pzb, pz_z, ids=ii, warn=False, **qz))
+            return _run_block(ll, zz, ss, z_nodes=z_nodes, log_table=log_table, mass=mass, ids=ii, nodes=nodes,
+                              **hyp)
 
     else:
 
-        def block(ll, zz, ss, ii):
+        def block(ll, zz, ss, ii, ze, pzb):
             return _mc_block(ll, zz, ss, ii, z_nodes=z_nodes, log_table=log_table, mass=mass, hyp=hyp,
                              n_lum=int(n_lum), seed=seed)
+
+    def inputs(i):
+        sl = slice(int(starts[i]), int(starts[i + 1]))
+        return (log_lobs[sl], z[sl], sig[sl], ids[sl], None if zerr is None else zerr[sl],
+                None if pz is None else pz[sl])
 
     # the graph name is a token of every input the blocks read (not of descriptions of them), so two
     # builds share dask keys only when they compute the same values with the same chunks
     token = dask.base.tokenize(
         log_lobs, z, sig, ids, halo_chunks, hyp, z_nodes, log_table, mass, method,
         int(n_lum) if method == "montecarlo" else 0, int(seed) if method == "montecarlo" else 0,
+        *((zerr, pz, pz_z, qz) if photo else ()),
     )
-    post = da.map_blocks(
-        block, *arrays, dtype=np.float32, new_axis=[1, 2],
-        chunks=(halo_chunks[0], (mass.size,), (n_r,)),
-        name=f"massmap-posterior-{token}",
-    )
+    post, log_ev, edge = _kernel_arrays(block, inputs, token, halo_chunks[0], mass.size, n_r)
 
     cat_vars = {k: catalog[k] for k in catalog.data_vars if catalog[k].dims == ("halo",) and k not in ("ra", "dec")}
     if "sigma_obs" not in cat_vars:
@@ -323,6 +378,8 @@ def build_posterior(
             **{k: ("halo", np.asarray(v.values), dict(v.attrs)) for k, v in cat_vars.items()},
             **{k: ("realization", hyper[k].values, dict(hyper[k].attrs)) for k in (*HYPER_NAMES, "weight")},
             "prior_dndm": (("prior_z", "mass"), prior_da.values, dict(prior_da.attrs)),
+            "log_evidence": (("halo", "realization"), log_ev, dict(LOG_EVIDENCE_ATTRS)),
+            "edge_fraction": (("halo", "realization"), edge, dict(EDGE_FRACTION_ATTRS)),
         },
         coords={
             "halo": ("halo", ids, {"long_name": "halo id"}),
@@ -347,6 +404,8 @@ def build_posterior(
             "model": "ln mu_L = alpha1 + alpha2 ln(M/alpha3) + alpha4 ln(1+z); ln L ~ N(ln mu_L, S^2); "
             "ln L_obs ~ N(ln L, sigma_obs^2); prior dn/dM(z)",
             "catalog_hash": catalog_hash(catalog),
+            "edge_threshold": float(EDGE_THRESHOLD),
+            **settings,
             "hyper_hash": hyper_hash(hyper),
             **{f"prior_{k}" if not k.startswith("prior") else k: v for k, v in prior.describe().items()},
             **{k: v for k, v in catalog.attrs.items() if isinstance(v, (str, int, float)) and not k.startswith("massmap")},
@@ -358,29 +417,143 @@ def build_posterior(
     return ds
 
 
-def _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass):
-    """Warn about halos whose L_obs lies > 5σ beyond μ_L at both ends of the grid, on the same side,
-    for every realization: u = (ln L_obs - ln μ_L) / √(S² + σ_obs²) is linear in ln M, so this is
-    the inverted mass lying > 5σ outside the grid.  No division by α2 (α2 = 0 is a flat
-    likelihood, not a collapse) and no overflow warnings for degenerate hyperparameters: u
-    overflowing to ±inf (e.g. α1 = 1e308) is a collapse, and is reported as one."""
+LOG_EVIDENCE_ATTRS = {
+    "long_name": "log evidence ln P(ln L_obs | hyperparameters, prior) of each halo",
+    "units": "1",
+    "definition": "ln of the integral over log10 M (trapezoid on the mass grid) of p(ln L_obs | M, z) P(M | z), with "
+                  "p a normal density per unit ln L_obs and the prior normalised to unit integral over the mass grid "
+                  "at z; averaged over p(z) (redshift nodes) for halos with redshift uncertainty",
+}
+EDGE_FRACTION_ATTRS = {
+    "long_name": "posterior probability in the outermost trapezoid cell at each end of the mass grid, summed",
+    "units": "1",
+    "threshold": float(EDGE_THRESHOLD),
+}
+
+
+def photoz_inputs(catalog: xr.Dataset):
+    """``(z_err, pz, pz_z)`` of a catalogue as float64 arrays (None where absent)."""
+    zerr = np.asarray(catalog["z_err"].values, dtype=float) if "z_err" in catalog.variables else None
+    if PZ_VAR in catalog.variables:
+        v = catalog[PZ_VAR].transpose("halo", PZ_DIM)
+        return zerr, np.asarray(v.values, dtype=float), np.asarray(catalog[PZ_DIM].values, dtype=float)
+    return zerr, None, None
+
+
+def _check_redshift_nodes(z, zerr, pz, pz_z, ids, qz, *, batch: int = 8192) -> dict:
+    """Validate the redshift inputs by building the nodes in batches; warn once about truncated p(z).
+
+    Returns the quadrature settings for the cube's attributes.
+    """
+    lost_ids, lost_vals, count, settings, n_photo = [], [], 0, {}, 0
+    for s0 in range(0, z.size, batch):
+        sl = slice(s0, s0 + batch)
+        r = redshift_nodes(z[sl], None if zerr is None else zerr[sl], None if pz is None else pz[sl], pz_z,
+                           ids=ids[sl], warn=False, **qz)
+        settings, n_photo = r.settings, n_photo + int(r.photometric.sum())
+        far = r.lost > LOST_TOL
+        count += int(far.sum())
+        if len(lost_ids) < 5:
+            lost_ids.extend(ids[sl][far][:5].tolist())
+            lost_vals.extend(r.lost[far][:5].tolist())
+    if count:
+        lo, hi = qz["z_range"]
+        warn_truncated(np.asarray(lost_ids[:5]), np.asarray(lost_vals[:5]), lo, hi, stacklevel=3, count=count)
+    settings = dict(settings, n_photometric=n_photo)
+    if qz["z_range"][1] == np.inf:
+        settings["redshift_truncation"] = settings["redshift_truncation"].replace("inf", "infinity")
+    return settings
+
+
+def _run_block(log_lobs, z, sig, **kw):
+    """One kernel pass over a halo block: (posterior, log_evidence, edge_fraction)."""
+    return posterior_outputs(log_lobs, z, sig, **kw)
+
+
+def _kernel_arrays(block, inputs, token: str, halo_chunks: tuple, n_mass: int, n_r: int):
+    """Three dask arrays (posterior, log_evidence, edge_fraction) sharing one kernel task per halo block."""
+    import operator
+
+    from dask.highlevelgraph import HighLevelGraph
+
+    kname = f"massmap-kernel-{token}"
+    names = (f"massmap-posterior-{token}", f"massmap-log-evidence-{token}", f"massmap-edge-fraction-{token}")
+    layers = {kname: {(kname, i): (block, *inputs(i)) for i in range(len(halo_chunks))}}
+    deps = {kname: set()}
+    out = []
+    specs = (((halo_chunks, (n_mass,), (n_r,)), np.float32, (0, 0)), ((halo_chunks, (n_r,)), np.float64, (0,)),
+             ((halo_chunks, (n_r,)), np.float32, (0,)))
+    for j, (name, (_, _, tail)) in enumerate(zip(names, specs, strict=True)):
+        layers[name] = {(name, i, *tail): (operator.getitem, (kname, i), j) for i in range(len(halo_chunks))}
+        deps[name] = {kname}
+    graph = HighLevelGraph(layers, deps)
+    for name, (chunks, dtype, _) in zip(names, specs, strict=True):
+        out.append(da.Array(graph, name, chunks=chunks, dtype=dtype))
+    return tuple(out)
+
+
+def _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass, z_nodes, log_table, *, block: int = 2048):
+    """The build-time edge checks, in blocks of ``block`` halos (memory independent of the catalogue size).
+
+    1. Collapse: halos whose L_obs lies > 5σ beyond μ_L at both ends of the grid, on the same side,
+       for every realization: u = (ln L_obs - ln μ_L) / √(S² + σ_obs²) is linear in ln M, so this is
+       the inverted mass lying > 5σ outside the grid.  No division by α2 (α2 = 0 is a flat
+       likelihood, not a collapse) and no overflow warnings for degenerate hyperparameters: u
+       overflowing to ±inf (e.g. α1 = 1e308) is a collapse, and is reported as one.
+    2. Edge fraction: the other halos whose estimated posterior probability in the end cells
+       exceeds EDGE_THRESHOLD for some realization (:func:`massmap_xr.kernels.edges.edge_check`).
+    """
     a = {k: np.asarray(hyper[k].values, dtype=float)[None, :] for k in HYPER_NAMES}
-    with np.errstate(all="ignore"):
-        inv = 1.0 / np.hypot(a["S"], sig[:, None])
-        base = log_lobs[:, None] - a["alpha1"] - a["alpha4"] * np.log1p(z)[:, None]
-        lna3 = np.log(a["alpha3"])
-        u_lo = (base - a["alpha2"] * (np.log(mass[0]) - lna3)) * inv
-        u_hi = (base - a["alpha2"] * (np.log(mass[-1]) - lna3)) * inv
-        # same side: compared by sign, not by the product (which overflows); a flat likelihood is
-        # told by α2 = 0, not by u_lo == u_hi (both overflow to the same infinity for extreme α1, α4, S)
-        far = np.all((np.minimum(np.abs(u_lo), np.abs(u_hi)) > 5) & (np.sign(u_lo) == np.sign(u_hi))
-                     & (a["alpha2"] != 0), axis=1)
-    if far.any():
+    lna3 = np.log(a["alpha3"])
+    x0, x1 = np.log(mass[0]), np.log(mass[-1])
+    n = z.size
+    n_far, first_far = 0, []
+
+    def collapsed(sl):
+        with np.errstate(all="ignore"):
+            inv = 1.0 / np.hypot(a["S"], sig[sl, None])
+            base = log_lobs[sl, None] - a["alpha1"] - a["alpha4"] * np.log1p(z[sl])[:, None]
+            u_lo = (base - a["alpha2"] * (x0 - lna3)) * inv
+            u_hi = (base - a["alpha2"] * (x1 - lna3)) * inv
+            # same side: compared by sign, not by the product (which overflows); a flat likelihood is
+            # told by α2 = 0, not by u_lo == u_hi (both overflow to the same infinity for extreme α1, α4, S)
+            return np.all((np.minimum(np.abs(u_lo), np.abs(u_hi)) > 5) & (np.sign(u_lo) == np.sign(u_hi))
+                          & (a["alpha2"] != 0), axis=1)
+
+    for s0 in range(0, n, block):
+        sl = slice(s0, min(s0 + block, n))
+        far = collapsed(sl)
+        n_far += int(far.sum())
+        if len(first_far) < 5:
+            first_far.extend(ids[sl][far][:5].tolist())
+    if n_far:
         warnings.warn(
-            f"{int(far.sum())} halo(s) have L_obs so far from every mean luminosity on the mass grid "
+            f"{n_far} halo(s) have L_obs so far from every mean luminosity on the mass grid "
             f"[{mass[0]:.3g}, {mass[-1]:.3g}] M_sun that their posterior collapses onto a grid edge "
-            f"(first ids: {format_offenders(ids[far])}); widen the mass grid or check their lum_obs"
+            f"(first ids: {format_offenders(np.asarray(first_far[:5]))}); widen the mass grid or check their lum_obs"
             " and the hyperparameters (alpha1..alpha4, S)",
             CatalogWarning,
             stacklevel=3,
         )
+    hyp = {k: np.asarray(hyper[k].values, dtype=float) for k in HYPER_NAMES}
+
+    def rows(zb, ib, xc):
+        return prior_rows(zb, z_nodes, log_table[:, _coarse_of(mass, xc)], xc, ids=ib, who="build_posterior")
+
+    rep = edge_check(ids, log_lobs, z, sig, hyp, mass, rows, block=block, exclude=collapsed if n_far else None)
+    if rep.count:
+        shown = ", ".join(f"{i} ({f:.2g})" for i, f in zip(rep.ids, rep.fractions, strict=True))
+        warnings.warn(
+            f"{rep.count} halo(s) have more than {rep.threshold:g} of their posterior probability in the outermost "
+            f"cells of the mass grid [{mass[0]:.3g}, {mass[-1]:.3g}] M_sun for some realization, so the grid cuts "
+            f"their posterior (first ids, with the largest edge fraction: {shown}; largest over all halos: "
+            f"{rep.max_fraction:.2g}); widen the mass grid (mass=...) or check their lum_obs and the "
+            "hyperparameters; the cube's edge_fraction variable has the exact values",
+            CatalogWarning,
+            stacklevel=3,
+        )
+
+
+def _coarse_of(mass, xc) -> np.ndarray:
+    """Indices of the coarse log-masses ``xc`` in the grid ``mass``."""
+    return np.searchsorted(np.log(mass), xc - 1e-12)

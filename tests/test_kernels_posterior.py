@@ -37,7 +37,7 @@ LN10 = np.log(10.0)
 
 @pytest.fixture(scope="module")
 def grid():
-    mass = default_mass_grid()
+    mass = default_mass_grid(400, 10.0, 15.5)  # the grid these tolerances and block lengths were derived on
     z_nodes, log_table = TinkerPrior().log_table(mass)
     return {"mass": mass, "z_nodes": z_nodes, "log_table": log_table}
 
@@ -103,7 +103,7 @@ def test_float64_recurrence_error_is_negligible_and_has_no_block_seams(grid):
     rng = np.random.default_rng(11)
     for n_mass, S, sigma in [(1000, 0.155, 0.05), (400, 0.155, 0.05), (400, 0.01, 0.01), (400, 0.004, 0.0),
                              (400, 0.002, 0.0005)]:
-        mass = default_mass_grid(n_mass)
+        mass = default_mass_grid(n_mass, 10.0, 15.5)
         zn, lt = TinkerPrior().log_table(mass)
         hyp = _hyper(8, S=S)
         z = rng.uniform(0.0, 3.0, 40)

@@ -70,6 +70,7 @@ def mock_catalog(
     z=None,
     center=None,
     size_arcmin: float | None = None,
+    z_err=None,
 ) -> xr.Dataset:
     """A mock catalogue drawn from the model with known hyperparameters.
 
@@ -94,7 +95,8 @@ def mock_catalog(
     prior : MassPrior or DataArray, optional
         Mass prior (default :class:`~massmap_xr.model.prior.TinkerPrior`).
     mass : array_like, optional
-        Mass grid (M_sun) the prior is drawn on (default 400 points, 1e10 to 10^15.5).
+        Mass grid (M_sun) the prior is drawn on (default 400 points, 1e10 to 10^15.5: halos above
+        1e10 M_sun, whose posteriors on the default posterior grid, from 1e8, are not cut).
     sigma_obs : float, default 0.05
         Observational scatter of ln L_obs (natural log, finite and > 0) used to draw L_obs and
         stored as the per-halo variable ``sigma_obs``.
@@ -102,6 +104,15 @@ def mock_catalog(
         Redshifts to resample from (finite, inside the prior's redshift range).
     center, size_arcmin : optional
         Field centre (ra, dec) in degrees and side in arcmin (default (150, 2) and 40′).
+    z_err : float or callable, optional
+        Photometric redshifts: a Gaussian redshift error σ_z (one number ≥ 0, or a function of the
+        catalogue redshift, e.g. ``lambda z: 0.03 * (1 + z)``).  The redshifts resampled from ``z``
+        are then the catalogue's (photometric) ``z``, stored with ``z_err``, and each halo's true
+        redshift ``z_true`` is drawn from its p(z) = N(z, z_err²) truncated to the prior's range —
+        the distribution :func:`~massmap_xr.cube.build_posterior` integrates over (a p(z) is the
+        distribution of the true redshift given the photometry) — and the mass and luminosity are
+        drawn at ``z_true``.  The truncated-normal draws come from their own stream (seeded from
+        ``seed``), so the spectroscopic mocks of a seed are unchanged.  Default: spectroscopic.
 
     Raises
     ------
@@ -135,7 +146,7 @@ def mock_catalog(
     c = check_field_center(center)
     prior = as_prior(prior)
     if mass is None:
-        mass = default_mass_grid()
+        mass = default_mass_grid(400, 10.0, 15.5)  # mocks draw above 1e10 M_sun (the posterior grid starts at 1e8)
     else:
         mass = _mock_array("mass", mass)
         if mass.size < 2 or np.any(~np.isfinite(mass)) or np.any(mass <= 0) or np.any(np.diff(mass) <= 0):
@@ -158,6 +169,10 @@ def mock_catalog(
         )
     rng = np.random.default_rng(seed)
     zs = rng.choice(zpool, size=int(n_halos), replace=True)
+    z_cat, sig_z = zs, None
+    if z_err is not None:
+        sig_z = _photo_errors(z_err, zs)
+        zs = _draw_true_redshifts(zs, sig_z, max(lo, 0.0), hi, seed)
     log_m = np.log(mass)
     log_p = prior.log_density(zs, mass)
     zero = log_p.max(axis=1) <= ZERO_PRIOR_LOG
@@ -181,7 +196,40 @@ def mock_catalog(
         field_size_arcmin=float(DEFAULT_FIELD["size_arcmin"] if size_arcmin is None else size_arcmin),
         mass_min=float(mass[0]), mass_max=float(mass[-1]),
     )
-    return make_catalog(zs, np.exp(log_lobs), ra, dec, mass_true=masses, sigma_obs=sigma_obs, attrs=attrs)
+    cat = make_catalog(z_cat, np.exp(log_lobs), ra, dec, mass_true=masses, sigma_obs=sigma_obs, attrs=attrs)
+    if sig_z is not None:
+        from massmap_xr.catalog.schema import VAR_ATTRS
+
+        cat = cat.assign(z_err=("halo", sig_z, dict(VAR_ATTRS["z_err"])), z_true=("halo", zs, dict(VAR_ATTRS["z_true"])))
+    return cat
+
+
+def _photo_errors(z_err, z) -> np.ndarray:
+    """σ_z per halo from a number or a callable of z, checked (finite, >= 0)."""
+    if callable(z_err):
+        v = np.broadcast_to(np.asarray(z_err(np.asarray(z)), dtype=float), z.shape).copy()
+    elif isinstance(z_err, (bool, np.bool_)) or not isinstance(z_err, (int, float, np.integer, np.floating)):
+        raise CatalogError(f"mock_catalog: z_err must be a number or a function of z (e.g. lambda z: 0.03 * (1 + z)), "
+                           f"got {z_err!r:.80} ({type(z_err).__name__})")
+    else:
+        v = np.full(z.shape, float(z_err))
+    if not np.all(np.isfinite(v) & (v >= 0)):
+        raise CatalogError("mock_catalog: z_err must give finite values >= 0 (Gaussian redshift errors), got "
+                           f"{v[~(np.isfinite(v) & (v >= 0))][:5].tolist()}")
+    return v
+
+
+def _draw_true_redshifts(z, sig, lo, hi, seed) -> np.ndarray:
+    """z_true ~ N(z, sig²) truncated to [lo, hi] (sig = 0: z itself), from a stream of its own."""
+    from scipy.stats import truncnorm
+
+    rng = np.random.default_rng(None if seed is None else [int(seed), 0x70A0])
+    out = np.array(z, dtype=float)
+    g = sig > 0
+    if g.any():
+        a, b = (lo - z[g]) / sig[g], (hi - z[g]) / sig[g]
+        out[g] = truncnorm.rvs(a, b, loc=z[g], scale=sig[g], random_state=rng)
+    return out
 
 
 def _check_mock_number(name: str, value, what: str) -> float:

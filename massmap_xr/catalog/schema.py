@@ -3,7 +3,9 @@
 A catalogue is an :class:`xarray.Dataset` with dimension ``halo`` (integer ids as its
 coordinate), data variables ``z`` (redshift) and ``lum_obs`` (observed luminosity, > 0),
 optional ``mass_true`` (M_sun) and ``sigma_obs`` (per-halo observational scatter, natural
-log), and sky positions ``ra``, ``dec`` in degrees stored as coordinates along ``halo`` so that
+log), optional redshift uncertainties (``z_err(halo)``: Gaussian σ_z, 0 for spectroscopic halos;
+or ``pz(halo, pz_z)``: a tabulated p(z) per halo on the redshift coordinate ``pz_z``, a row of
+NaN meaning none, see :mod:`massmap_xr.model.redshift`), and sky positions ``ra``, ``dec`` in degrees stored as coordinates along ``halo`` so that
 they ride along with every per-halo result (posteriors, samples, summaries).  Positions given
 as tangent-plane offsets in arcmin are converted about a field centre (:func:`offsets_to_radec`).
 """
@@ -44,6 +46,9 @@ VAR_ATTRS = {
     "dec": {"long_name": "declination", "units": "deg"},
     "mass_true": {"long_name": "true halo mass", "units": "solMass"},
     "sigma_obs": {"long_name": "observational log-normal scatter of L_obs (natural log)", "units": "1"},
+    "z_err": {"long_name": "Gaussian redshift uncertainty (0 = spectroscopic)", "units": "1"},
+    "z_true": {"long_name": "true redshift", "units": "1"},
+    "pz": {"long_name": "redshift probability density p(z) on pz_z (any normalisation)", "units": "1"},
 }
 
 
@@ -160,7 +165,8 @@ def validate_catalog(
     along ``halo``; integer, unique halo ids; numeric (integer or float) values; finite;
     ``lum_obs`` > 0; ``z`` >= 0 (and inside ``z_range`` if given); ``ra`` in [0, 360) degrees;
     ``dec`` in [-90, 90] degrees; ``ra``/``dec`` not labelled with another angle unit;
-    ``sigma_obs`` > 0; ``mass_true`` > 0.  Each broken rule is reported once, with the number
+    ``sigma_obs`` > 0; ``mass_true`` > 0; ``z_err`` >= 0 and finite; ``pz`` (halo, pz_z) finite and
+    >= 0 per row (or NaN throughout) on a strictly increasing ``pz_z`` >= 0.  Each broken rule is reported once, with the number
     of halos breaking it, the first few halo ids and values, and what to do; all of them are in
     one :class:`CatalogError` (also available one by one as its ``problems``).
 
@@ -239,7 +245,7 @@ def validate_catalog(
             )
 
     values: dict[str, np.ndarray] = {}
-    for k in (*required, *(v for v in ("sigma_obs", "mass_true") if v in cat.variables)):
+    for k in (*required, *(v for v in ("sigma_obs", "mass_true", "z_err", "z_true") if v in cat.variables)):
         v = cat[k]
         if v.dims != ("halo",):
             problems.append(
@@ -284,6 +290,8 @@ def validate_catalog(
         ("sigma_obs", lambda a: a <= 0, "must be > 0 (scatter of ln L_obs)",
          "give every halo a positive scatter, or drop the variable to use build_posterior's sigma_obs"),
         ("mass_true", lambda a: a <= 0, "must be > 0 (M_sun, not log10 M)", "convert log10 masses with 10**x"),
+        ("z_err", lambda a: a < 0, "must be >= 0 (Gaussian redshift error; 0 = spectroscopic)",
+         "fix these halos, or set 0 for spectroscopic redshifts"),
     ]
     for k, rule, text, todo in rules:
         if k not in values:
@@ -306,6 +314,8 @@ def validate_catalog(
                 f"z: outside the prior's redshift range [{lo:g}, {hi:g}] for {offenders(bad, z)}; use a prior "
                 "tabulated over these redshifts (e.g. TinkerPrior(z_max=...)) or drop these halos"
             )
+    if "pz" in cat.variables:
+        problems.extend(_pz_problems(cat, offenders))
     if problems:
         raise CatalogError(
             f"invalid catalogue ({n} halos), {len(problems)} problem(s):\n  - " + "\n  - ".join(problems),
@@ -313,6 +323,26 @@ def validate_catalog(
         )
     if warn and require_positions:
         check_position_units(values["ra"], values["dec"], stacklevel=3)
+
+
+def _pz_problems(cat: xr.Dataset, offenders) -> list[str]:
+    """Rules of a tabulated p(z): dims (halo, pz_z), a strictly increasing finite pz_z, rows >= 0 and finite
+    (or NaN throughout: no p(z) for that halo) with some positive weight."""
+    v = cat["pz"]
+    if sorted(v.dims) != ["halo", "pz_z"]:
+        return [f"pz: must have dims ('halo', 'pz_z') (p(z) per halo on the redshift grid pz_z), has {v.dims}; "
+                "rename its redshift dimension to 'pz_z'"]
+    grid = np.asarray(cat["pz_z"].values, dtype=float) if "pz_z" in cat.coords else None
+    if grid is None or grid.size < 2 or not np.all(np.isfinite(grid)) or np.any(np.diff(grid) <= 0) or grid[0] < 0:
+        return ["pz_z: the redshift grid of pz must be a coordinate of >= 2 finite, strictly increasing redshifts "
+                ">= 0; sort the grid (and pz with it) and drop repeated values"]
+    a = np.asarray(v.transpose("halo", "pz_z").values, dtype=float)
+    none = np.all(np.isnan(a), axis=1)
+    bad = ~none & (np.any(~np.isfinite(a) | (a < 0), axis=1) | ~(np.nansum(a, axis=1) > 0))
+    if bad.any():
+        return [f"pz: every row must be finite and >= 0 with some positive value (or NaN throughout for a halo "
+                f"without p(z)); broken by {offenders(bad)}; fix these rows or set them to NaN"]
+    return []
 
 
 def _ra_hint(bad: np.ndarray) -> str:

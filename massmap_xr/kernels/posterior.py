@@ -60,6 +60,15 @@ and the row is exactly the normalised prior, whatever S; where the differences o
 (vanishing S and σ_obs) the likelihood is a delta function and the row is the normalised spike
 at the grid mass nearest the relation's inverse.
 
+Evidence and edge fraction
+--------------------------
+:func:`posterior_outputs` runs the same kernels and also returns, per (halo, realization), the
+log-evidence ln ∫ p(ln L_obs | M, z) P̂(M | z) d log10 M (P̂: the prior per dex normalised to unit
+trapezoid integral over the grid at z; p: the normal density per unit ln L_obs) — the log of the
+row's normalisation, which the kernels record before rescaling (costs nothing measurable), minus
+ln √(2π) w and the prior row's log-normalisation — and the edge fraction (:func:`edge_fraction`).
+Photometric halos (several redshift nodes) go through :mod:`massmap_xr.kernels.photoz`.
+
 Checks
 ------
 Besides shapes and finiteness, :func:`posterior_block` refuses (with a
@@ -78,11 +87,18 @@ import numba
 import numpy as np
 
 from massmap_xr.errors import MassmapError, PriorError, describe_offenders, format_offenders
-from massmap_xr.kernels.numerics import half_u2_excess, hyper_scale, inverse_width, nearest_index, trapezoid_weights
+from massmap_xr.kernels.numerics import (
+    LN_SQRT_2PI,
+    half_u2_excess,
+    hyper_scale,
+    inverse_width,
+    nearest_index,
+    trapezoid_weights,
+)
 from massmap_xr.model.prior import LOG_ZERO, z_weights
 
-__all__ = ["ZERO_PRIOR_LOG", "check_prior_nonzero", "check_prior_redshifts", "posterior_block", "posterior_reference",
-           "prior_rows"]
+__all__ = ["ZERO_PRIOR_LOG", "check_prior_nonzero", "check_prior_redshifts", "edge_fraction", "log_prior_norm",
+           "posterior_block", "posterior_outputs", "posterior_reference", "prior_rows"]
 
 #: most cells between two exact evaluations of the Gaussian factor
 _BLOCK = 128
@@ -218,7 +234,7 @@ def check_prior_nonzero(z, row_max, *, ids=None, who: str = "prior_rows") -> Non
 
 
 @numba.njit(parallel=True, fastmath=False, cache=True)
-def _kernel_uniform(log_lobs, zfac, width, lnp, x0, dx, wts, a1, a2, lna3, a4, out):  # pragma: no cover - compiled
+def _kernel_uniform(log_lobs, zfac, width, lnp, x0, dx, wts, a1, a2, lna3, a4, out, lnorm):  # pragma: no cover
     n_h, n_m = lnp.shape
     n_r = a1.shape[0]
     bad = np.zeros(n_h, dtype=np.bool_)
@@ -260,6 +276,7 @@ def _kernel_uniform(log_lobs, zfac, width, lnp, x0, dx, wts, a1, a2, lna3, a4, o
                 bad[k] = True
         if not bad[k]:
             for r in range(n_r):
+                lnorm[k, r] = np.log(norm[r])
                 norm[r] = 1.0 / norm[r]
             for m in range(n_m):
                 for r in range(n_r):
@@ -268,7 +285,8 @@ def _kernel_uniform(log_lobs, zfac, width, lnp, x0, dx, wts, a1, a2, lna3, a4, o
 
 
 @numba.njit(parallel=True, cache=True)
-def _kernel_logspace(rows_idx, log_lobs, zfac, width, lnp, x, wts, a1, a2, lna3, a4, scale, out):  # pragma: no cover
+def _kernel_logspace(rows_idx, log_lobs, zfac, width, lnp, x, wts, a1, a2, lna3, a4, scale, out,
+                     lnorm):  # pragma: no cover
     n_m = lnp.shape[1]
     n_r = a1.shape[0]
     for j in numba.prange(rows_idx.shape[0]):
@@ -301,6 +319,9 @@ def _kernel_logspace(rows_idx, log_lobs, zfac, width, lnp, x, wts, a1, a2, lna3,
                 norm += wts[m] * e[m]
             for m in range(n_m):
                 out[k, m, r] = e[m] / norm
+            # ln Σ_m wts P g = ln norm + emax - ½u_b² (d_b and w carry the same scale factor)
+            ub = d_b / w if w > 0.0 else np.inf
+            lnorm[k, r] = np.log(norm) + emax - 0.5 * ub * ub if d_b != 0.0 else np.log(norm) + emax
 
 
 def _uniform_step(x: np.ndarray) -> float | None:
@@ -372,7 +393,7 @@ def _prepare(log_lobs, z, sigma_obs, z_nodes, log_table, mass, alpha1, alpha2, a
                          f"log_table), got {z_nodes.shape}")
     check_prior_redshifts(z, z_nodes, ids=ids)
     lnp = np.ascontiguousarray(prior_rows(z, z_nodes, log_table, x, ids=ids, who="posterior_block"))
-    return {"log_lobs": log_lobs, "zfac": np.log1p(z), "width": width, "lnp": lnp, "x": x, "wts": wts,
+    return {"log_lobs": log_lobs, "z": z, "zfac": np.log1p(z), "width": width, "lnp": lnp, "x": x, "wts": wts,
             "a1": a1, "a2": a2, "lna3": np.log(a3), "a4": a4, "scale": hyper_scale(a1, a2, a4)}
 
 
@@ -439,26 +460,119 @@ def posterior_block(
     return out
 
 
-def _fill(a: dict, out: np.ndarray) -> np.ndarray:
+def _fill(a: dict, out: np.ndarray, lnorm: np.ndarray | None = None) -> np.ndarray:
     """Run the kernels on prepared arguments ``a`` into ``out`` (float32, or float64 for tests).
 
-    Returns the indices of the halos computed in log space (all of them for a grid that is not
-    log-uniform).
+    ``lnorm`` (float64 (n_halo, n_realization), optional) receives ln Σ_m wts_m P_k[m] g_m, the
+    log of the unnormalised row's trapezoid integral (prior rows with their maximum 0, Gaussian
+    factor without its 1/(√(2π) w)).  Returns the indices of the halos computed in log space
+    (all of them for a grid that is not log-uniform).
     """
     n_h = out.shape[0]
+    if lnorm is None:
+        lnorm = np.empty((n_h, a["a1"].size))
     if n_h == 0:
         return np.zeros(0, dtype=np.int64)
     common = (a["width"], a["lnp"])
     hyp = (a["a1"], a["a2"], a["lna3"], a["a4"])
     dx = _uniform_step(a["x"])
     if dx is not None:
-        bad = _kernel_uniform(a["log_lobs"], a["zfac"], *common, float(a["x"][0]), dx, a["wts"], *hyp, out)
+        bad = _kernel_uniform(a["log_lobs"], a["zfac"], *common, float(a["x"][0]), dx, a["wts"], *hyp, out, lnorm)
         idx = np.flatnonzero(bad).astype(np.int64)
     else:
         idx = np.arange(n_h, dtype=np.int64)
     if idx.size:
-        _kernel_logspace(idx, a["log_lobs"], a["zfac"], *common, a["x"], a["wts"], *hyp, a["scale"], out)
+        _kernel_logspace(idx, a["log_lobs"], a["zfac"], *common, a["x"], a["wts"], *hyp, a["scale"], out, lnorm)
     return idx
+
+
+def log_prior_norm(lnp: np.ndarray, wts: np.ndarray) -> np.ndarray:
+    """ln of the trapezoid integral over log10 M of exp(``lnp``) per row (rows with maximum 0).
+
+    A row-wise sum (not a BLAS product), so a row's value does not depend on the other rows.
+    """
+    return np.log((np.exp(lnp) * wts).sum(axis=1))
+
+
+def edge_fraction(post: np.ndarray, log10_mass: np.ndarray) -> np.ndarray:
+    """Posterior probability in the first and last trapezoid cells of the grid, summed: float32 (halo, realization).
+
+    ``½Δ_0(p_0 + p_1) + ½Δ_{n-2}(p_{n-2} + p_{n-1})`` with Δ the cell widths in log10 M and p the
+    density per dex ``post`` (halo, mass, realization).  For a posterior well inside the grid it is
+    ~0; a posterior cut by an edge has a fraction of order (cell width) / (posterior width).
+    """
+    d0 = float(log10_mass[1] - log10_mass[0])
+    d1 = float(log10_mass[-1] - log10_mass[-2])
+    p = post
+    f = 0.5 * d0 * (p[:, 0, :].astype(np.float64) + p[:, 1, :]) + 0.5 * d1 * (
+        p[:, -2, :].astype(np.float64) + p[:, -1, :])
+    return f.astype(np.float32)
+
+
+def posterior_outputs(log_lobs, z, sigma_obs, *, z_nodes, log_table, mass, alpha1, alpha2, alpha3, alpha4, S,
+                      nodes=None, ids=None):
+    """The posterior block with its per-(halo, realization) log-evidence and edge fraction, in one kernel pass.
+
+    Same arguments as :func:`posterior_block`, plus ``nodes`` = ``(z_nodes_halo, log_w)``
+    (float64 (halo, node), from :func:`massmap_xr.model.redshift.redshift_nodes`) for halos
+    with redshift uncertainty; halos whose row is one node of log-weight 0 at their ``z``
+    (spectroscopic) go through exactly the kernel of :func:`posterior_block` (bit-identical
+    posterior), the others through :func:`massmap_xr.kernels.photoz.photoz_block`.
+
+    Returns
+    -------
+    post : numpy.ndarray float32 (halo, mass, realization)
+        As :func:`posterior_block` (for photometric halos: marginalised over z, each node
+        weighted by p(z_j) times the halo's evidence there).
+    log_evidence : numpy.ndarray float64 (halo, realization)
+        ln ∫ p(ln L_obs | M, z) P̂(M | z) d log10 M (times Σ_j w_j over z nodes for photometric
+        halos), where p(ln L_obs | M, z) is the normal density per unit ln L_obs of width
+        √(S² + σ_obs²) about ln μ_L(M, z) and P̂(· | z) is the prior per unit log10 M normalised to
+        unit trapezoid integral over the mass grid at that z.  Natural log of a density in
+        ln L_obs; -inf only where it underflows float64.
+    edge_fraction : numpy.ndarray float32 (halo, realization)
+        :func:`edge_fraction` of the posterior.
+    """
+    a = _prepare(log_lobs, z, sigma_obs, z_nodes, log_table, mass, alpha1, alpha2, alpha3, alpha4, S, ids=ids)
+    n_h, n_m, n_r = a["log_lobs"].size, a["x"].size, a["a1"].size
+    out = np.empty((n_h, n_m, n_r), dtype=np.float32)
+    log_ev = np.empty((n_h, n_r))
+    photo = np.zeros(n_h, dtype=bool)
+    if nodes is not None:
+        zj, lw = (np.asarray(v, dtype=np.float64) for v in nodes)
+        if zj.shape != lw.shape or zj.ndim != 2 or zj.shape[0] != n_h:
+            raise MassmapError(f"posterior_outputs: nodes must be two (halo, node) arrays with {n_h} rows, got "
+                               f"{zj.shape} and {lw.shape}")
+        photo = np.isfinite(lw[:, 1:]).any(axis=1) | (zj[:, 0] != a["z"]) | (lw[:, 0] != 0.0)
+    spec = np.flatnonzero(~photo)
+    if spec.size == n_h:
+        _fill(a, out, log_ev)
+    elif spec.size:
+        sub = _subset(a, spec)
+        o = np.empty((spec.size, n_m, n_r), dtype=np.float32)
+        lv = np.empty((spec.size, n_r))
+        _fill(sub, o, lv)
+        out[spec], log_ev[spec] = o, lv
+    if spec.size:
+        lv = log_ev[spec]
+        lv -= (log_prior_norm(a["lnp"][spec], a["wts"])[:, None] + LN_SQRT_2PI + np.log(a["width"][spec]))
+        log_ev[spec] = lv
+    if photo.any():
+        from massmap_xr.kernels.photoz import photoz_block
+
+        ph = np.flatnonzero(photo)
+        o, lv = photoz_block(a, ph, zj[ph], lw[ph], z_nodes=z_nodes, log_table=log_table,
+                             ids=None if ids is None else np.asarray(ids)[ph])
+        out[ph], log_ev[ph] = o, lv
+    return out, log_ev, edge_fraction(out, a["x"] / _LN10)
+
+
+def _subset(a: dict, idx: np.ndarray) -> dict:
+    """The prepared arguments restricted to halos ``idx``."""
+    sub = dict(a)
+    for k in ("log_lobs", "z", "zfac", "width", "lnp"):
+        sub[k] = np.ascontiguousarray(a[k][idx])
+    return sub
 
 
 def posterior_reference(log_lobs, z, sigma_obs, *, z_nodes, log_table, mass, alpha1, alpha2, alpha3, alpha4, S):
