@@ -27,7 +27,7 @@ from massmap_xr.kernels.posterior import (
     prior_rows,
     trapezoid_weights,
 )
-from massmap_xr.model.hyper import as_hyper, hyper_hash
+from massmap_xr.model.hyper import as_hyper, hyper_hash, hyper_kind
 from massmap_xr.model.prior import as_prior, check_mass_grid, default_mass_grid
 from massmap_xr.model.relation import HYPER_NAMES, lobs_likelihood_montecarlo
 
@@ -238,7 +238,8 @@ def build_posterior(
         ``posterior(halo, mass, realization)`` float32 (dask), coordinates ``halo``, ``mass``,
         ``log10_mass``, ``realization``, ``ra``, ``dec``; catalogue variables along ``halo``,
         hyperparameters (with normalised ``weight``) along ``realization``, and the prior table
-        ``prior_dndm(prior_z, mass)``.
+        ``prior_dndm(prior_z, mass)``; attribute ``hyper_kind`` (``"prior"`` or ``"posterior"``,
+        from the hyperparameters, see :func:`~massmap_xr.model.hyper.hyper_kind`).
 
     Examples
     --------
@@ -357,6 +358,7 @@ def build_posterior(
             **{k: v for k, v in catalog.attrs.items() if isinstance(v, (str, int, float)) and not k.startswith("massmap")},
         },
     )
+    ds.attrs["hyper_kind"] = hyper_kind(hyper)  # prior draws are weighted by each halo's evidence in the analysis
     for c in ("chain", "draw"):
         if c in hyper.coords:
             ds = ds.assign_coords({c: ("realization", hyper[c].values)})

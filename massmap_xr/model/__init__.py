@@ -14,6 +14,7 @@ from massmap_xr.model.hyper import (
     as_hyper,
     from_arviz,
     hyper_hash,
+    hyper_kind,
     read_hyper,
     reddick2013,
     to_arviz,
@@ -56,6 +57,7 @@ __all__ = [
     "from_arviz",
     "to_arviz",
     "as_hyper",
+    "hyper_kind",
     "validate_hyper",
     "hyper_hash",
 ]
