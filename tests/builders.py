@@ -24,7 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def table_prior_cube(n_halo=60, n_real=6, *, seed=11, hseed=5, chunks=16, halo_offset=0, real_offset=0, n_mass=120,
               catalog=None, hyper=None):
-    """Small analytic cube on a power-law table prior (fast: no hmf run); returns (cube, catalog, hyper)."""
+    """Small analytic cube on a power-law table prior (fast: no hmf run); returns (cube, catalog, hyper).
+
+    The default draws are Reddick (2013) draws labelled ``hyper_kind="posterior"`` (plain weighted
+    marginals); pass ``hyper=reddick2013(n, kind="prior")`` for evidence-weighted ones."""
     import numpy as np
     import xarray as xr
 
@@ -38,8 +41,8 @@ def table_prior_cube(n_halo=60, n_real=6, *, seed=11, hseed=5, chunks=16, halo_o
     if catalog is None:
         catalog = mock_catalog(n_halo, seed=seed, prior=prior, mass=mass)
         catalog = catalog.assign_coords(halo=catalog.halo + halo_offset)
-    if hyper is None:
-        hyper = reddick2013(n_real, seed=hseed)
+    if hyper is None:  # labelled posterior draws: these cubes test mechanics, not the evidence weighting
+        hyper = reddick2013(n_real, seed=hseed, kind="posterior")
         hyper = hyper.assign_coords(realization=hyper.realization + real_offset)
     return build_posterior(catalog, hyper, prior=prior, mass=mass, chunks=chunks), catalog, hyper
 

@@ -100,7 +100,7 @@ def test_hyper_kind_defaults_and_parameter(tmp_path):
 
 
 def test_cube_records_kind():
-    cube = table_prior_cube(6, 2)[0]
+    cube = table_prior_cube(6, 2, hyper=reddick2013(2, seed=1))[0]
     assert cube.attrs["hyper_kind"] == "prior"
     cube = table_prior_cube(6, 2, hyper=reddick2013(2, seed=1, kind="posterior"))[0]
     assert cube.attrs["hyper_kind"] == "posterior"
@@ -197,7 +197,7 @@ def test_prior_draws_correlated_sample_follows_weighted_marginal(grid_cube):
 
 
 def test_prior_draws_without_evidence_raise():
-    cube = table_prior_cube(6, 3)[0]
+    cube = table_prior_cube(6, 3, hyper=reddick2013(3, seed=1))[0]
     for call in (marginalize, summary, lambda d: sample(d, 4, seed=1)):
         with pytest.raises(AnalysisError, match="log_evidence.*(?s:.*)[Rr]ebuild"):
             call(cube)

@@ -37,7 +37,7 @@ def _with_extras(cube):
 @pytest.fixture(scope="module")
 def parts():
     """A union cube of 40 halos x 6 realizations and its halo / realization parts, with extras."""
-    whole, cat, hyper = table_prior_cube(40, 6, chunks=8)
+    whole, cat, hyper = table_prior_cube(40, 6, chunks=8, hyper=reddick2013(6, seed=5))
     cat_a, cat_b = cat.isel(halo=slice(0, 27)), cat.isel(halo=slice(27, None))
     hyp_a, hyp_b = hyper.isel(realization=slice(0, 4)), hyper.isel(realization=slice(4, None))
     return {
