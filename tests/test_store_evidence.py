@@ -152,3 +152,30 @@ def test_brute_force_evidence_agrees_with_kernel_when_present():
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-3)
     assert isinstance(cube["log_evidence"].data, type(cube["posterior"].data))
     assert xr.DataArray(got).dtype == np.float64
+
+
+def test_cli_hyper_kind(tmp_path, capsys):
+    import pandas as pd
+
+    from massmap_xr.catalog import mock_catalog
+    from massmap_xr.cli import main
+
+    cat = mock_catalog(20, seed=8)
+    csv = tmp_path / "field.csv"
+    pd.DataFrame({"z": cat.z, "lum_obs": cat.lum_obs, "ra": cat.ra, "dec": cat.dec}).to_csv(csv, index=False)
+    prior, post = tmp_path / "prior.zarr", tmp_path / "post.zarr"
+    assert main(["build", str(csv), "-o", str(prior), "--n-realizations", "3", "--quiet"]) == 0
+    assert main(["build", str(csv), "-o", str(post), "--n-realizations", "3", "--hyper-kind", "posterior",
+                 "--quiet"]) == 0
+    assert open_store(prior).attrs["hyper_kind"] == "prior"
+    assert open_store(post).attrs["hyper_kind"] == "posterior"
+    assert main(["summary", str(post), "-o", str(tmp_path / "s.csv")]) == 0
+    if "log_evidence" not in open_store(prior):  # this version's build does not record the evidence
+        capsys.readouterr()
+        assert main(["summary", str(prior), "-o", str(tmp_path / "p.csv")]) == 2
+        err = capsys.readouterr().err
+        assert "log_evidence" in err and "massmap build" in err and not (tmp_path / "p.csv").exists()
+    # new draws appended to a store take its kind by default
+    assert main(["append-realizations", str(post), "--n-realizations", "2", "--quiet"]) == 0
+    ds = open_store(post)
+    assert ds.sizes["realization"] == 5 and ds.attrs["hyper_kind"] == "posterior"
