@@ -44,21 +44,25 @@ def pick_per_halo(weights: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _draw_rows(p, u, pick, *, x, method):
-    """Draws (n_halo, n) of halo k from ``p[k, pick[k, s], :]`` with uniforms ``u[k, s]``."""
+    """Draws (n_halo, n) of halo k from ``p[k, pick[k, s], :]`` with uniforms ``u[k, s]``.
+
+    Only the (halo, realization) rows some sample uses are converted and integrated, a batch of
+    halos at a time (bounded float64 temporaries).
+    """
     n_h, n_r = p.shape[0], p.shape[1]
     out = np.empty(u.shape)
-    step = max(1, rows_per_batch(n_r * x.size))
+    step = rows_per_batch(n_r * x.size)  # the batch of halos is copied whole (float32)
     for i0 in range(0, n_h, step):
-        pb = np.asarray(p[i0:i0 + step], dtype=np.float64)
-        nb = pb.shape[0]
-        rows = (np.arange(nb)[:, None] * n_r + pick[i0:i0 + nb]).ravel()
+        nb = min(step, n_h - i0)
+        keys = (np.arange(nb)[:, None] * n_r + pick[i0:i0 + nb]).ravel()
+        used, inv = np.unique(keys, return_inverse=True)
+        rows = np.asarray(p[i0:i0 + nb]).reshape(nb * n_r, x.size)[used].astype(np.float64)
         ub = u[i0:i0 + nb].ravel()
-        flat = pb.reshape(nb * n_r, x.size)
         if method == "grid":
-            vals = invert_cdf(cdf_kernel(flat, x), x, rows, ub)
+            vals = invert_cdf(cdf_kernel(rows, x), x, inv.ravel(), ub)
         else:
-            _, mean, std = moments(flat, x)
-            vals = mean[rows] + std[rows] * special.ndtri(ub)
+            _, mean, std = moments(rows, x)
+            vals = mean[inv] + std[inv] * special.ndtri(ub)
         out[i0:i0 + nb] = vals.reshape(nb, -1)
     return out
 
