@@ -20,6 +20,7 @@ from massmap_xr.store import (
     finalize_store,
     init_store,
     open_store,
+    store_info,
     to_store,
     verify_store,
     write_slabs,
@@ -64,6 +65,8 @@ def test_round_trip_kind_and_variables(tmp_path, parts):
     _same_extras(ds, cube)
     assert ds["log_evidence"].chunksizes["halo"] == ds["posterior"].chunksizes["halo"]  # lazy, by slab
     assert verify_store(path).ok
+    info = store_info(path)
+    assert info["hyper_kind"] == "prior" and info["realization_halo_variables"] == ["edge_fraction", "log_evidence"]
     a, b = summary(cube).compute(), summary(ds).compute()
     np.testing.assert_allclose(b["mean"].values, a["mean"].values, rtol=0, atol=1e-12)
     # the prior kind of the store gives evidence weights, different from the plain mean
