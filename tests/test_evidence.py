@@ -234,3 +234,11 @@ def test_evidence_zero_for_all_draws_is_an_error():
     le[2] = np.nan  # an unwritten region: NaN marginal for that halo only
     m = marginalize(with_log_evidence(ds.assign_attrs(hyper_kind="prior"), le)).values
     assert np.isnan(m[2]).all() and np.isfinite(m[[0, 1, 3]]).all()
+
+
+def test_single_prior_draw_needs_no_evidence():
+    """With one realization every halo's evidence weight is 1: no log_evidence is needed."""
+    ds, _, _ = gaussian_cube(n_halo=6, n_real=1)
+    prior = ds.assign_attrs(hyper_kind="prior")
+    assert np.array_equal(marginalize(prior).values, marginalize(ds).values)
+    assert np.array_equal(sample(prior, 20, seed=1).values, sample(ds, 20, seed=1).values)

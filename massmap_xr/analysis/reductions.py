@@ -31,7 +31,7 @@ import xarray as xr
 from scipy import special
 
 from massmap_xr.analysis.checks import as_float_array, validate_levels
-from massmap_xr.analysis.weights import marginal_weights, uses_evidence, weighted_realization_sum
+from massmap_xr.analysis.weights import marginal_weights, needs_evidence, weighted_realization_sum
 from massmap_xr.cube import CUBE_DIMS, validate_cube
 from massmap_xr.errors import AnalysisError
 from massmap_xr.kernels.posterior import prior_rows, trapezoid_weights
@@ -294,7 +294,7 @@ def marginalize(ds: xr.Dataset) -> xr.DataArray:
         "cell_methods": "realization: mean",
         "normalisation": "trapezoid integral over log10_mass equals 1 for every halo",
     }
-    if uses_evidence(ds):
+    if needs_evidence(ds):
         marg.attrs["weighting"] = "weight x per-halo evidence exp(log_evidence), normalised per halo (prior draws)"
     return marg.rename("posterior")
 

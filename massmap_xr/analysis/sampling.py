@@ -20,7 +20,7 @@ from scipy import special
 
 from massmap_xr.analysis.halo_draws import evidence_draws
 from massmap_xr.analysis.reductions import cdf_kernel, invert_cdf, log10_grid, marginalize, moments, rows_per_batch
-from massmap_xr.analysis.weights import normalised_weights, realization_labels, realization_weights, uses_evidence
+from massmap_xr.analysis.weights import needs_evidence, normalised_weights, realization_labels, realization_weights
 from massmap_xr.cube import validate_cube
 from massmap_xr.errors import AnalysisError
 
@@ -242,7 +242,7 @@ def sample(
     key = philox_key(seed)
     x = log10_grid(ds)
     ids = np.asarray(ds["halo"].values)
-    evidence = correlated and uses_evidence(ds)
+    evidence = correlated and needs_evidence(ds)
     if evidence:  # prior draws: per-halo evidence weights, one shared uniform per sample
         log_m, used = evidence_draws(ds, ids, x=x, n=n, key=key, method=method, halo_uniforms=_halo_uniforms,
                                      stream=_REALIZATION_STREAM)

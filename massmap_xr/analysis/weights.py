@@ -39,7 +39,7 @@ import xarray as xr
 from massmap_xr.errors import AnalysisError, describe_offenders, format_offenders
 
 __all__ = ["evidence_weights", "marginal_weights", "normalised_weights", "realization_labels", "realization_weights",
-           "weighted_realization_sum", "uses_evidence"]
+           "weighted_realization_sum", "uses_evidence", "needs_evidence"]
 
 #: the cube variable holding ln P(L_obs,k | θ_r) per (halo, realization)
 EVIDENCE_NAME = "log_evidence"
@@ -130,6 +130,12 @@ def uses_evidence(ds: xr.Dataset) -> bool:
         raise AnalysisError(f"the cube's {exc}") from None
 
 
+def needs_evidence(ds: xr.Dataset) -> bool:
+    """True when the marginal of ``ds`` needs per-halo evidence weights: prior draws
+    (:func:`uses_evidence`) and more than one realization (with one, every halo's weight is 1)."""
+    return uses_evidence(ds) and ds.sizes.get("realization", 0) > 1
+
+
 def evidence_weights(log_evidence, weight, ids=None) -> np.ndarray:
     """Per-halo weights W[k, r] = w_r E_kr / Σ_r w_r E_kr from ``log_evidence`` (n_halo, n_r) = ln E_kr.
 
@@ -178,7 +184,8 @@ def _missing_evidence(ds: xr.Dataset) -> AnalysisError:
 def marginal_weights(ds: xr.Dataset) -> xr.DataArray:
     """The weights of the hyperparameter marginal of cube ``ds``.
 
-    Posterior draws: :func:`realization_weights`, dims ``(realization,)`` (unchanged behaviour).
+    Posterior draws, or a single realization: :func:`realization_weights`, dims ``(realization,)``
+    (unchanged behaviour).
     Prior draws (``hyper_kind == "prior"``): the per-halo evidence weights of
     :func:`evidence_weights`, dims ``(halo, realization)``, each halo's row summing to 1; lazy
     (chunked along ``halo`` like ``log_evidence``) on a dask cube.
@@ -189,7 +196,7 @@ def marginal_weights(ds: xr.Dataset) -> xr.DataArray:
         Prior draws without ``log_evidence`` (how to rebuild is in the message), or bad weights.
     """
     w = realization_weights(ds)
-    if not uses_evidence(ds):
+    if not needs_evidence(ds):
         return w
     if EVIDENCE_NAME not in ds.variables:
         raise _missing_evidence(ds)
