@@ -67,8 +67,8 @@ def _hyper(args, catalog):
         return infer_hyperparameters(catalog, prior=_prior(args), n=args.n_realizations, seed=args.seed,
                                      sigma_obs=args.sigma_obs, progress=True)
     if getattr(args, "hyper", None):
-        return read_hyper(args.hyper)
-    return reddick2013(args.n_realizations, seed=args.seed)
+        return read_hyper(args.hyper, kind=getattr(args, "hyper_kind", None))
+    return reddick2013(args.n_realizations, seed=args.seed, kind=getattr(args, "hyper_kind", None) or "prior")
 
 
 def _halo_range(text: str) -> tuple[int, int]:
@@ -136,7 +136,9 @@ def cmd_append_realizations(args) -> int:
     from massmap_xr.store import append_realizations, build_like_store, open_store
 
     ds = open_store(args.store)
-    hyper = read_hyper(args.hyper) if args.hyper else reddick2013(args.n_realizations, seed=args.seed)
+    kind = args.hyper_kind or ds.attrs.get("hyper_kind", "posterior")  # by default the store's kind
+    hyper = (read_hyper(args.hyper, kind=kind) if args.hyper
+             else reddick2013(args.n_realizations, seed=args.seed, kind=kind))
     top = int(ds["realization"].max())
     hyper = hyper.assign_coords(realization=top + 1 + np.arange(hyper.sizes["realization"]))
     cat = ds[[k for k in ds.data_vars if ds[k].dims == ("halo",)]]
@@ -283,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--hyper", help="hyperparameter table (.csv or .nc); default Reddick 2013 draws")
     b.add_argument("--infer", action="store_true", help="infer the hyper-posterior from the catalogue first")
+    b.add_argument("--hyper-kind", choices=("prior", "posterior"), default=None,
+                   help="kind of the draws: 'prior' (weighted per halo by its evidence in the analysis) or 'posterior' (draws of this catalogue's hyper-posterior); default: prior for Reddick 2013 draws, the file's own kind or posterior for --hyper")
     b.add_argument("--method", choices=("analytic", "montecarlo"), default="analytic")
     b.add_argument("--n-lum", type=int, default=100, help="luminosity draws per mass point (montecarlo)")
     b.add_argument("--chunks", type=int, default=None, help="halos per slab")
@@ -316,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     ar.add_argument("--hyper", help="hyperparameter table (.csv or .nc); default: new Reddick 2013 draws")
     ar.add_argument("--n-realizations", type=int, default=100)
     ar.add_argument("--seed", type=int, default=1, help="seed of the new Reddick 2013 draws")
+    ar.add_argument("--hyper-kind", choices=("prior", "posterior"), default=None,
+                    help="kind of the draws: 'prior' (weighted per halo by its evidence in the analysis) or 'posterior' (draws of this catalogue's hyper-posterior); default: the store's kind")
     ar.add_argument("--quiet", action="store_true")
     ar.set_defaults(func=cmd_append_realizations)
 

@@ -19,7 +19,7 @@ import xarray as xr
 
 from massmap_xr._version import SCHEMA_VERSION, __version__
 from massmap_xr.catalog import check_sigma_obs, validate_catalog
-from massmap_xr.errors import AnalysisError, CatalogError, CatalogWarning, MassmapError, StoreError, format_offenders
+from massmap_xr.errors import AnalysisError, CatalogWarning, MassmapError, StoreError, format_offenders
 from massmap_xr.kernels.edges import EDGE_THRESHOLD, edge_check
 from massmap_xr.kernels.posterior import (
     ZERO_PRIOR_LOG,
@@ -30,7 +30,7 @@ from massmap_xr.kernels.posterior import (
     prior_rows,
     trapezoid_weights,
 )
-from massmap_xr.model.hyper import as_hyper, hyper_hash
+from massmap_xr.model.hyper import as_hyper, hyper_hash, hyper_kind
 from massmap_xr.model.prior import as_prior, check_mass_grid, default_mass_grid
 from massmap_xr.model.redshift import (
     DEFAULT_N_NODES,
@@ -284,6 +284,9 @@ def build_posterior(
     without these variables.  The quadrature settings are recorded in ``attrs``
     (``redshift_*``).
 
+    The cube's attribute ``hyper_kind`` (``"prior"`` or ``"posterior"``, from the hyperparameters,
+    see :func:`~massmap_xr.model.hyper.hyper_kind`) says how analyses weight the realizations.
+
     Examples
     --------
     >>> from massmap_xr import mock_catalog, reddick2013, build_posterior
@@ -411,6 +414,7 @@ def build_posterior(
             **{k: v for k, v in catalog.attrs.items() if isinstance(v, (str, int, float)) and not k.startswith("massmap")},
         },
     )
+    ds.attrs["hyper_kind"] = hyper_kind(hyper)  # prior draws are weighted by each halo's evidence in the analysis
     for c in ("chain", "draw"):
         if c in hyper.coords:
             ds = ds.assign_coords({c: ("realization", hyper[c].values)})

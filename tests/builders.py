@@ -24,7 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def table_prior_cube(n_halo=60, n_real=6, *, seed=11, hseed=5, chunks=16, halo_offset=0, real_offset=0, n_mass=120,
               catalog=None, hyper=None):
-    """Small analytic cube on a power-law table prior (fast: no hmf run); returns (cube, catalog, hyper)."""
+    """Small analytic cube on a power-law table prior (fast: no hmf run); returns (cube, catalog, hyper).
+
+    The default draws are Reddick (2013) draws labelled ``hyper_kind="posterior"`` (plain weighted
+    marginals); pass ``hyper=reddick2013(n, kind="prior")`` for evidence-weighted ones."""
     import numpy as np
     import xarray as xr
 
@@ -38,8 +41,8 @@ def table_prior_cube(n_halo=60, n_real=6, *, seed=11, hseed=5, chunks=16, halo_o
     if catalog is None:
         catalog = mock_catalog(n_halo, seed=seed, prior=prior, mass=mass)
         catalog = catalog.assign_coords(halo=catalog.halo + halo_offset)
-    if hyper is None:
-        hyper = reddick2013(n_real, seed=hseed)
+    if hyper is None:  # labelled posterior draws: these cubes test mechanics, not the evidence weighting
+        hyper = reddick2013(n_real, seed=hseed, kind="posterior")
         hyper = hyper.assign_coords(realization=hyper.realization + real_offset)
     return build_posterior(catalog, hyper, prior=prior, mass=mass, chunks=chunks), catalog, hyper
 
@@ -152,3 +155,51 @@ class CountingScheduler:
 def raise_if_dask_computes(max_computes: int = 0):
     """Context in which more than ``max_computes`` dask computes raise (proves laziness)."""
     return dask.config.set(scheduler=CountingScheduler(max_computes))
+
+
+def brute_log_evidence(cube: xr.Dataset, log_prior=None, n_fine: int = 4001) -> np.ndarray:
+    """ln P(ln L_obs,k | θ_r) per (halo, realization), by brute-force trapezoid quadrature.
+
+    E_kr = ∫ N(ln L_obs,k; ln μ_L(M, z_k, θ_r), S_r² + σ_obs,k²) p(log10 M | z_k) d log10 M over the
+    cube's mass range, on ``n_fine`` points (scipy's trapezoid), with the prior normalised over
+    that range.  ``log_prior(log10_m, z)`` is ln dn/dlog10 M up to a constant (any
+    normalisation); by default the cube's ``prior_dndm`` table interpolated linearly in z (in ln)
+    and in log10 M, times M.  Written independently of the package's kernels.
+    """
+    from scipy import integrate, stats
+
+    lm = np.log10(np.asarray(cube["mass"].values, dtype=float))
+    x = np.linspace(lm[0], lm[-1], n_fine)
+    z = np.asarray(cube["z"].values, dtype=float)
+    if log_prior is None:
+        zt = np.asarray(cube["prior_z"].values, dtype=float)
+        lt = np.log(np.asarray(cube["prior_dndm"].transpose("prior_z", "mass").values, dtype=float))
+
+        def log_prior(xx, zz):
+            col = np.array([np.interp(zz, zt, lt[:, j]) for j in range(lm.size)])
+            return np.interp(xx, lm, col) + np.log(10.0) * xx
+    a = {k: np.asarray(cube[k].values, dtype=float) for k in ("alpha1", "alpha2", "alpha3", "alpha4", "S")}
+    sig = np.asarray(cube["sigma_obs"].values, dtype=float)
+    lobs = np.log(np.asarray(cube["lum_obs"].values, dtype=float))
+    out = np.empty((z.size, a["S"].size))
+    for k in range(z.size):
+        lp = log_prior(x, z[k])
+        p = np.exp(lp - lp.max())
+        p /= integrate.trapezoid(p, x)
+        mu = a["alpha1"][:, None] + a["alpha2"][:, None] * (np.log(10.0) * x[None, :] - np.log(a["alpha3"])[:, None]) \
+            + a["alpha4"][:, None] * np.log1p(z[k])
+        like = stats.norm.pdf(lobs[k], loc=mu, scale=np.hypot(a["S"], sig[k])[:, None])
+        out[k] = np.log(integrate.trapezoid(like * p[None, :], x, axis=1))
+    return out
+
+
+def with_log_evidence(cube: xr.Dataset, log_evidence=None) -> xr.Dataset:
+    """``cube`` with ``log_evidence(halo, realization)`` (float64; brute force by default), chunked
+    along halo like the posterior when the cube is dask-backed."""
+    le = brute_log_evidence(cube) if log_evidence is None else np.asarray(log_evidence, dtype=np.float64)
+    var = xr.DataArray(le, dims=("halo", "realization"),
+                       attrs={"long_name": "ln evidence P(L_obs | hyperparameters) of each halo", "units": "1"})
+    post = cube["posterior"]
+    if post.chunks is not None:
+        var = var.chunk({"halo": post.chunksizes["halo"], "realization": -1})
+    return cube.assign(log_evidence=var)

@@ -40,7 +40,7 @@ def small_catalog():
 def small_hyper():
     from massmap_xr.model.hyper import reddick2013
 
-    return reddick2013(6, seed=5)
+    return reddick2013(6, seed=5, kind="posterior")  # plain weighted marginals (no evidence needed)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,9 @@ def catalog_csv(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built_store(catalog_csv):
     out = catalog_csv.parent / "field.zarr"
-    assert main(["build", str(catalog_csv), "-o", str(out), "--n-realizations", "4", "--quiet"]) == 0
+    # posterior-kind draws: these tests exercise the command line, not the evidence weighting of prior draws
+    assert main(["build", str(catalog_csv), "-o", str(out), "--n-realizations", "4", "--hyper-kind", "posterior",
+                 "--quiet"]) == 0
     return out
 
 

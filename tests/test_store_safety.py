@@ -29,8 +29,8 @@ def digests(root) -> dict:
 @pytest.fixture(scope="module")
 def cubes():
     cat = mock_catalog(20, seed=3)
-    a = build_posterior(cat, reddick2013(3, seed=1), chunks=8)
-    b = build_posterior(cat, reddick2013(3, seed=2), chunks=8)
+    a = build_posterior(cat, reddick2013(3, seed=1, kind="posterior"), chunks=8)
+    b = build_posterior(cat, reddick2013(3, seed=2, kind="posterior"), chunks=8)
     return a, b
 
 

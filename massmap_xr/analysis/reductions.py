@@ -31,7 +31,7 @@ import xarray as xr
 from scipy import special
 
 from massmap_xr.analysis.checks import as_float_array, validate_levels
-from massmap_xr.analysis.weights import realization_weights, weighted_realization_sum
+from massmap_xr.analysis.weights import marginal_weights, needs_evidence, weighted_realization_sum
 from massmap_xr.cube import CUBE_DIMS, validate_cube
 from massmap_xr.errors import AnalysisError
 from massmap_xr.kernels.posterior import prior_rows, trapezoid_weights
@@ -248,6 +248,12 @@ def _density(ds: xr.Dataset, per_realization: bool) -> xr.DataArray:
 def marginalize(ds: xr.Dataset) -> xr.DataArray:
     """Hyperparameter-marginal posterior: the ``weight``-weighted mean over realizations.
 
+    For posterior draws (``hyper_kind = "posterior"``, the default) this is
+    Σ_r w_r P(M_k | L_k, θ_r).  For prior draws (``hyper_kind = "prior"``, e.g. Reddick 2013)
+    each draw is also weighted by the halo's evidence E_kr = P(L_obs,k | θ_r) (variable
+    ``log_evidence``): Σ_r w_r E_kr P(M_k | L_k, θ_r) / Σ_r w_r E_kr, each halo updating the
+    prior over θ on its own (see :mod:`massmap_xr.analysis.weights`).
+
     Parameters
     ----------
     ds : xarray.Dataset
@@ -267,25 +273,29 @@ def marginalize(ds: xr.Dataset) -> xr.DataArray:
     ------
     AnalysisError
         If a realization weight is NaN, infinite or negative, or all are zero (the message
-        names the realizations); on a dask cube when the result is computed.
+        names the realizations); on a dask cube when the result is computed.  For prior draws,
+        if the cube has no ``log_evidence`` (the message says how to rebuild it), or a halo's
+        evidence is zero for every draw.
 
     Examples
     --------
     >>> from massmap_xr import mock_catalog, reddick2013, build_posterior
-    >>> cube = build_posterior(mock_catalog(20, seed=1), reddick2013(5, seed=2))
+    >>> cube = build_posterior(mock_catalog(20, seed=1), reddick2013(5, seed=2, kind="posterior"))
     >>> marginalize(cube).dims
     ('halo', 'mass')
     """
     validate_cube(ds)
     post = ds["posterior"]
     coords = {k: v.variable for k, v in post.coords.items() if "realization" not in v.dims}
-    marg = xr.DataArray(weighted_realization_sum(post, realization_weights(ds)), dims=("halo", "mass"), coords=coords)
+    marg = xr.DataArray(weighted_realization_sum(post, marginal_weights(ds)), dims=("halo", "mass"), coords=coords)
     marg.attrs = {
         "long_name": "hyperparameter-marginal halo mass posterior",
         "units": post.attrs.get("units", _DENSITY_UNITS),
         "cell_methods": "realization: mean",
         "normalisation": "trapezoid integral over log10_mass equals 1 for every halo",
     }
+    if needs_evidence(ds):
+        marg.attrs["weighting"] = "weight x per-halo evidence exp(log_evidence), normalised per halo (prior draws)"
     return marg.rename("posterior")
 
 
@@ -345,12 +355,14 @@ def summary(
         - ``lower(level, ...)``, ``upper(level, ...)``: the (1 - level)/2 and (1 + level)/2
           quantiles, with coordinate ``level``.
 
-        Halo coordinates (``ra``, ``dec``) ride along.  Dask-backed on a dask cube.
+        Halo coordinates (``ra``, ``dec``) ride along.  Dask-backed on a dask cube.  The
+        marginal is the one of :func:`marginalize`: for prior draws (``hyper_kind = "prior"``)
+        weighted per halo by the evidence ``log_evidence``.
 
     Examples
     --------
     >>> from massmap_xr import mock_catalog, reddick2013, build_posterior
-    >>> cube = build_posterior(mock_catalog(20, seed=1), reddick2013(5, seed=2))
+    >>> cube = build_posterior(mock_catalog(20, seed=1), reddick2013(5, seed=2, kind="posterior"))
     >>> s = summary(cube)
     >>> sorted(s.data_vars), s["lower"].dims
     (['lower', 'mean', 'median', 'mode', 'std', 'upper'], ('level', 'halo'))

@@ -18,8 +18,9 @@ import numpy as np
 import xarray as xr
 from scipy import special
 
+from massmap_xr.analysis.halo_draws import evidence_draws
 from massmap_xr.analysis.reductions import cdf_kernel, invert_cdf, log10_grid, marginalize, moments, rows_per_batch
-from massmap_xr.analysis.weights import normalised_weights, realization_labels, realization_weights
+from massmap_xr.analysis.weights import needs_evidence, normalised_weights, realization_labels, realization_weights
 from massmap_xr.cube import validate_cube
 from massmap_xr.errors import AnalysisError
 
@@ -194,7 +195,12 @@ def sample(
         True: sample ``s`` first picks one realization ``r_s`` with probability ``weight`` and
         every halo then draws from its posterior given ``r_s``, so the hyperparameter
         uncertainty moves all halos together (the right choice for field totals or maps).
-        False: every halo draws independently from its marginal posterior.
+        False: every halo draws independently from its marginal posterior.  For prior draws
+        (``hyper_kind = "prior"``) the weights are per halo (``weight`` × the halo's evidence,
+        see :func:`~massmap_xr.analysis.marginalize`): sample ``s`` draws one uniform v_s and each
+        halo takes the realization where its own cumulative weights pass v_s, so every halo
+        follows its evidence-weighted marginal and halos with similar weights move together;
+        ``realization(sample)`` is then -1 (the realization differs from halo to halo).
     seed : int, optional
         Non-negative seed.  Halo ``h`` draws from its own counter-based stream (Philox keyed by
         the seed, counter set by the halo id) and the realization choices from another, so the
@@ -220,7 +226,7 @@ def sample(
     Examples
     --------
     >>> from massmap_xr import mock_catalog, reddick2013, build_posterior
-    >>> cube = build_posterior(mock_catalog(20, seed=1), reddick2013(5, seed=2))
+    >>> cube = build_posterior(mock_catalog(20, seed=1), reddick2013(5, seed=2, kind="posterior"))
     >>> s = sample(cube, 100, seed=3)
     >>> s.dims, s.attrs["units"], s["realization"].dims
     (('halo', 'sample'), 'solMass', ('sample',))
@@ -236,7 +242,11 @@ def sample(
     key = philox_key(seed)
     x = log10_grid(ds)
     ids = np.asarray(ds["halo"].values)
-    if correlated:
+    evidence = correlated and needs_evidence(ds)
+    if evidence:  # prior draws: per-halo evidence weights, one shared uniform per sample
+        log_m, used = evidence_draws(ds, ids, x=x, n=n, key=key, method=method, halo_uniforms=_halo_uniforms,
+                                     stream=_REALIZATION_STREAM)
+    elif correlated:
         post = ds["posterior"].transpose("halo", "realization", "mass").data
         weight = realization_weights(ds).data
         if not isinstance(post, da.Array):  # in-memory cube: read the few weights now
@@ -254,7 +264,8 @@ def sample(
         post = marginalize(ds).data[:, None, :]
         pick = np.zeros(n, dtype=np.int64)
         used = np.full(n, -1, dtype=np.int64)
-    log_m = _draw(post, ids, pick, x=x, n=n, key=key, method=method)
+    if not evidence:
+        log_m = _draw(post, ids, pick, x=x, n=n, key=key, method=method)
     coords = {c: ds[c].variable for c in ds.coords if ds[c].dims == ("halo",)}
     coords["sample"] = ("sample", np.arange(n), {"long_name": "sample index"})
     coords["realization"] = (
@@ -267,7 +278,8 @@ def sample(
             "long_name": "halo mass drawn from the posterior",
             "units": "solMass",
             "sampling_method": method,
-            "realization_sampling": "correlated" if correlated else "independent",
+            "realization_sampling": ("correlated per halo (evidence weights, shared uniforms)" if evidence
+                                     else "correlated" if correlated else "independent"),
             "seed": seed,
         },
     )

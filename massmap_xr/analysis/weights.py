@@ -6,6 +6,28 @@ positive sum; otherwise an :class:`~massmap_xr.errors.AnalysisError` names the o
 realizations (raised when the result is computed if ``weight`` is dask-backed).  The weighted
 sum is accumulated one realization at a time in a fixed order, so it is bitwise the same
 whatever the dask chunking.
+
+Prior draws and evidence weighting
+----------------------------------
+Averaging the per-draw posteriors P(M_k | L_k, θ_r) with weights w_r is right when the draws
+θ_r come from this catalogue's hyper-posterior (``hyper_kind = "posterior"``, the default).
+When they are draws from a prior P(θ) (``hyper_kind = "prior"``, e.g.
+:func:`~massmap_xr.model.hyper.reddick2013`), each draw must also be weighted by how well it
+explains the halo, its evidence E_kr = P(L_obs,k | θ_r):
+
+    P(M_k | L_k) = Σ_r w_r E_kr P(M_k | L_k, θ_r) / Σ_r w_r E_kr,
+
+    E_kr = ∫ p(ln L_obs,k | M, z_k, θ_r) p(M | z_k) dM
+
+(the cube variable ``log_evidence(halo, realization)`` = ln E_kr, with the prior normalised over
+the mass grid).  This treats each halo on its own: the prior over θ is updated by that halo
+alone (P(θ | L_k) ∝ P(L_k | θ) P(θ)), not by the whole catalogue, which would give one shared
+weight ∝ w_r Π_k E_kr (for that, infer the hyper-posterior with
+:func:`~massmap_xr.inference.infer_hyperparameters` and use its draws).  The weights
+W_kr = w_r E_kr / Σ_r w_r E_kr then depend on the halo: :func:`marginal_weights` returns them as
+a ``(halo, realization)`` array and :func:`weighted_realization_sum` folds with them per halo.
+A halo whose ``log_evidence`` is NaN (an unwritten region of a store) gets NaN weights, hence a
+NaN marginal, as an unwritten posterior does.
 """
 
 from __future__ import annotations
@@ -16,7 +38,11 @@ import xarray as xr
 
 from massmap_xr.errors import AnalysisError, describe_offenders, format_offenders
 
-__all__ = ["normalised_weights", "realization_labels", "realization_weights", "weighted_realization_sum"]
+__all__ = ["evidence_weights", "marginal_weights", "normalised_weights", "realization_labels", "realization_weights",
+           "weighted_realization_sum", "uses_evidence", "needs_evidence"]
+
+#: the cube variable holding ln P(L_obs,k | θ_r) per (halo, realization)
+EVIDENCE_NAME = "log_evidence"
 
 
 def realization_labels(ds: xr.Dataset) -> np.ndarray:
@@ -93,14 +119,145 @@ def _fold_realizations(acc, p, w):
     return out
 
 
+def uses_evidence(ds: xr.Dataset) -> bool:
+    """True when the cube's draws are prior draws (``hyper_kind == "prior"``), whose marginal needs
+    each halo's evidence; False for posterior draws and cubes without the attribute."""
+    from massmap_xr.model.hyper import hyper_kind
+
+    try:
+        return hyper_kind(ds) == "prior"
+    except ValueError as exc:
+        raise AnalysisError(f"the cube's {exc}") from None
+
+
+def needs_evidence(ds: xr.Dataset) -> bool:
+    """True when the marginal of ``ds`` needs per-halo evidence weights: prior draws
+    (:func:`uses_evidence`) and more than one realization (with one, every halo's weight is 1)."""
+    return uses_evidence(ds) and ds.sizes.get("realization", 0) > 1
+
+
+def evidence_weights(log_evidence, weight, ids=None) -> np.ndarray:
+    """Per-halo weights W[k, r] = w_r E_kr / Σ_r w_r E_kr from ``log_evidence`` (n_halo, n_r) = ln E_kr.
+
+    ``weight`` (n_r,) are the normalised realization weights.  Computed in logs (the largest term
+    of each halo is factored out), so evidences of any magnitude neither overflow nor underflow.
+    Rows with a NaN come out NaN; ``+inf`` anywhere, or a halo whose every term is zero (E = 0
+    for each draw of positive weight), raises an :class:`AnalysisError` naming the halos.
+    """
+    le = np.asarray(log_evidence, dtype=np.float64)
+    w = np.asarray(weight, dtype=np.float64).ravel()
+    ids = np.arange(le.shape[0]) if ids is None else np.asarray(ids).ravel()
+    if np.any(np.isposinf(le)):
+        bad = np.any(np.isposinf(le), axis=1)
+        raise AnalysisError(f"{EVIDENCE_NAME}: must be finite or -inf (a zero evidence), but is +inf for "
+                            f"{describe_offenders(ids, bad, noun='halo')}; the store or cube is damaged: rebuild it")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lw = le + np.log(w)[None, :]
+        nan_row = np.isnan(lw).any(axis=1)
+        top = np.max(np.where(np.isnan(lw), -np.inf, lw), axis=1) if lw.shape[1] else np.full(lw.shape[0], -np.inf)
+        dead = ~np.isfinite(top) & ~nan_row
+        if dead.any():
+            raise AnalysisError(
+                f"{EVIDENCE_NAME}: the evidence P(L_obs | θ_r) is zero for every realization of positive weight for "
+                f"{describe_offenders(ids, dead, noun='halo')}: no prior draw can produce their L_obs on the mass "
+                "grid, so the evidence-weighted marginal is undefined; widen the mass grid, check their lum_obs, "
+                "or drop them with ds.drop_sel(halo=[...])"
+            )
+        out = np.exp(lw - top[:, None])
+        out /= out.sum(axis=1, keepdims=True)
+    out[nan_row] = np.nan
+    return out
+
+
+def _missing_evidence(ds: xr.Dataset) -> AnalysisError:
+    return AnalysisError(
+        f"the cube's hyperparameters are prior draws (attribute hyper_kind='prior', e.g. reddick2013), so the "
+        f"marginal over them weights each draw by each halo's evidence P(L_obs | θ_r), the variable "
+        f"{EVIDENCE_NAME}(halo, realization), which this cube does not have (it was built, or its store written, "
+        "before that variable was computed). Rebuild it with this version: build_posterior(catalog, hyper, ...) and "
+        "to_store, or `massmap build CATALOG -o STORE --overwrite` (for a store, build_like_store(catalog, path) "
+        "rebuilds the same cube). If the draws are in fact from this catalogue's hyper-posterior, declare them so: "
+        "ds.attrs['hyper_kind'] = 'posterior' (or as_hyper(draws, kind='posterior') before building)"
+    )
+
+
+def marginal_weights(ds: xr.Dataset) -> xr.DataArray:
+    """The weights of the hyperparameter marginal of cube ``ds``.
+
+    Posterior draws, or a single realization: :func:`realization_weights`, dims ``(realization,)``
+    (unchanged behaviour).
+    Prior draws (``hyper_kind == "prior"``): the per-halo evidence weights of
+    :func:`evidence_weights`, dims ``(halo, realization)``, each halo's row summing to 1; lazy
+    (chunked along ``halo`` like ``log_evidence``) on a dask cube.
+
+    Raises
+    ------
+    AnalysisError
+        Prior draws without ``log_evidence`` (how to rebuild is in the message), or bad weights.
+    """
+    w = realization_weights(ds)
+    if not needs_evidence(ds):
+        return w
+    if EVIDENCE_NAME not in ds.variables:
+        raise _missing_evidence(ds)
+    le = ds[EVIDENCE_NAME]
+    if sorted(le.dims) != ["halo", "realization"]:
+        raise AnalysisError(f"{EVIDENCE_NAME} must have dims ('halo', 'realization'), got {le.dims}; rebuild the cube")
+    le = le.reset_coords(drop=True).transpose("halo", "realization").variable
+    ids = np.asarray(ds["halo"].values) if "halo" in ds.coords else np.arange(ds.sizes["halo"])
+    if isinstance(le.data, da.Array) or isinstance(w.data, da.Array):
+        data = da.asarray(le.data)
+        data = data.rechunk({1: -1})
+        wd = da.asarray(w.data).rechunk(-1)
+        hid = da.from_array(ids, chunks=(data.chunks[0],))
+        out = da.blockwise(evidence_weights, "hr", data, "hr", wd, "r", hid, "h", dtype=np.float64,
+                           concatenate=True, meta=np.empty((0, 0), dtype=np.float64))
+    else:
+        out = evidence_weights(le.values, np.asarray(w.data), ids)
+    return xr.DataArray(out, dims=("halo", "realization"))
+
+
+def _fold_halo_weights(acc, p, w):
+    """``acc + sum_r w[:, r] * p[:, :, r]`` (per-halo weights ``w`` (halo, realization)), in float64,
+    one realization at a time in a fixed order (bitwise independent of the chunking)."""
+    w = np.asarray(w, dtype=np.float64)
+    p = np.asarray(p)
+    out = np.zeros(p.shape[:-1]) if acc is None else np.array(acc, dtype=np.float64, copy=True)
+    for r in range(w.shape[1]):
+        out += p[..., r].astype(np.float64) * w[:, r:r + 1]
+    return out
+
+
+def _halo_weighted_sum(data, wdata):
+    """:func:`weighted_realization_sum` with (halo, realization) weights."""
+    if not isinstance(data, da.Array):
+        return _fold_halo_weights(None, data, np.asarray(wdata))
+    wdata = da.asarray(wdata)
+    acc = None
+    start = 0
+    for size in data.chunks[2]:
+        blk = data[:, :, start:start + size]
+        wk = wdata[:, start:start + size].rechunk((data.chunks[0], -1))
+        acc = da.blockwise(
+            _fold_halo_weights, "hm", acc, None if acc is None else "hm", blk, "hmr", wk, "hr",
+            dtype=np.float64, concatenate=True, meta=np.empty((0, 0), dtype=np.float64),
+        )
+        start += size
+    return acc
+
+
 def weighted_realization_sum(post: xr.DataArray, w: xr.DataArray):
     """(halo, mass) array (numpy or dask) of ``sum_r w[r] * post[halo, mass, r]``.
 
+    ``w`` is ``(realization,)`` (one weight per draw) or ``(halo, realization)`` (per-halo weights,
+    e.g. the evidence weights of prior draws: ``sum_r w[halo, r] * post[halo, mass, r]``).
     On dask the realization blocks of each (halo, mass) block are folded in sequence (one
     task per block, each adding to the previous partial sum), which keeps one block in
     memory at a time and makes the result independent of the chunking.
     """
     data = post.transpose("halo", "mass", "realization").data
+    if w.dims == ("halo", "realization"):
+        return _halo_weighted_sum(data, w.data)
     wdata = w.data
     if not isinstance(data, da.Array):
         return _fold_realizations(None, data, np.asarray(wdata))

@@ -11,6 +11,18 @@ variables ``alpha1 alpha2 alpha3 alpha4 S`` (optional ``weight``, non-negative).
   other way, from inferred draws to ArviZ's layout.
 
 :func:`as_hyper` accepts any of these (or a mapping of arrays) and validates it.
+
+Every set of draws has a *kind*, the attribute ``hyper_kind`` (:func:`hyper_kind`):
+
+- ``"posterior"``: draws from this catalogue's hyper-posterior P(θ | data) (e.g. from
+  :func:`massmap_xr.inference.infer_hyperparameters`).  The marginal mass posterior is then the
+  ``weight``-weighted mean of the per-draw posteriors.  The default for tables, ArviZ posteriors
+  and mappings, unless stated otherwise with ``kind=``;
+- ``"prior"``: draws from a prior P(θ) that knows nothing of this catalogue (the
+  :func:`reddick2013` default).  The analysis then weights each draw, for each halo, by that
+  halo's evidence P(L_obs,k | θ_r) (see :mod:`massmap_xr.analysis.weights`).
+
+:func:`build_posterior` records the kind in the cube's attributes, and stores keep it.
 """
 
 from __future__ import annotations
@@ -25,8 +37,30 @@ import xarray as xr
 from massmap_xr.errors import HyperparameterError, InferenceError, describe_offenders, format_offenders
 from massmap_xr.model.relation import HYPER_NAMES
 
-__all__ = ["HYPER_ATTRS", "REDDICK2013", "reddick2013", "read_hyper", "from_arviz", "to_arviz", "as_hyper", "validate_hyper",
-           "hyper_hash"]
+__all__ = ["HYPER_ATTRS", "HYPER_KINDS", "REDDICK2013", "reddick2013", "read_hyper", "from_arviz", "to_arviz", "as_hyper",
+           "validate_hyper", "hyper_hash", "hyper_kind", "check_hyper_kind"]
+
+#: the kinds of hyperparameter draws (attribute ``hyper_kind``): prior draws or draws of this catalogue's hyper-posterior
+HYPER_KINDS = ("prior", "posterior")
+
+#: kind of draws that carry no ``hyper_kind`` attribute (tables, ArviZ posteriors, older cubes and stores)
+DEFAULT_KIND = "posterior"
+
+
+def check_hyper_kind(kind, who: str = "hyperparameters") -> str:
+    """``kind`` if it is one of :data:`HYPER_KINDS`; :class:`HyperparameterError` otherwise."""
+    if not isinstance(kind, str) or kind not in HYPER_KINDS:
+        raise HyperparameterError(
+            f"{who}: hyper_kind must be 'prior' (draws from a prior that ignores this catalogue, e.g. reddick2013) "
+            f"or 'posterior' (draws from this catalogue's hyper-posterior), got {kind!r}"
+        )
+    return kind
+
+
+def hyper_kind(obj) -> str:
+    """Kind of the hyperparameter draws of a hyper Dataset or cube: its ``hyper_kind`` attribute,
+    ``"posterior"`` when absent (see the module docstring)."""
+    return check_hyper_kind(getattr(obj, "attrs", {}).get("hyper_kind", DEFAULT_KIND))
 
 #: Reddick et al. (2013) constraints used as the default hyperparameter distribution:
 #: name -> (mean, standard deviation); alpha3 (pivot mass, M_sun) is fixed.
@@ -59,11 +93,12 @@ def _dataset(values: Mapping[str, np.ndarray], attrs: dict | None = None) -> xr.
     return ds
 
 
-def reddick2013(n: int, seed=None) -> xr.Dataset:
+def reddick2013(n: int, seed=None, *, kind: str = "prior") -> xr.Dataset:
     """Draw ``n`` hyperparameter realizations from the Reddick (2013) constraints.
 
     α1 ~ N(10.709, 0.022), α2 ~ N(0.359, 0.009), α3 = 2.35e14 M_sun, α4 ~ N(1.10, 0.06),
-    S ~ N(0.155, 0.0009), independent.
+    S ~ N(0.155, 0.0009), independent.  These are prior draws (``hyper_kind = "prior"``): the
+    analysis weights them per halo by the halo's evidence.
 
     Parameters
     ----------
@@ -71,31 +106,41 @@ def reddick2013(n: int, seed=None) -> xr.Dataset:
         Number of realizations (>= 1).
     seed : int, numpy.random.Generator or None
         Seed for reproducible draws.
+    kind : {"prior", "posterior"}, default "prior"
+        ``hyper_kind`` recorded on the draws; ``"posterior"`` only if these constraints are known
+        to be the hyper-posterior of the catalogue analysed.
 
     Returns
     -------
     xarray.Dataset
-        dims (realization,), variables alpha1..alpha4, S.
+        dims (realization,), variables alpha1..alpha4, S; attribute ``hyper_kind``.
 
     Examples
     --------
     >>> h = reddick2013(10, seed=1)
-    >>> h.sizes["realization"], float(h.alpha3[0])
-    (10, 235000000000000.0)
+    >>> h.sizes["realization"], float(h.alpha3[0]), h.attrs["hyper_kind"]
+    (10, 235000000000000.0, 'prior')
     """
+    check_hyper_kind(kind, "reddick2013")
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise HyperparameterError(f"reddick2013: n must be a positive integer, got {n!r}")
     rng = np.random.default_rng(seed)
     vals = {k: mu + sd * rng.standard_normal(int(n)) if sd > 0 else np.full(int(n), mu) for k, (mu, sd) in REDDICK2013.items()}
-    return _dataset(vals, {"source": "Reddick et al. 2013 constraints (prior draws)", "seed": str(seed)})
+    return _dataset(vals, {"source": "Reddick et al. 2013 constraints (prior draws)", "seed": str(seed),
+                           "hyper_kind": kind})
 
 
-def read_hyper(path) -> xr.Dataset:
+def read_hyper(path, *, kind: str | None = None) -> xr.Dataset:
     """Read a hyperparameter table from CSV (one column per name) or NetCDF.
 
     An ArviZ-style NetCDF (``chain``/``draw`` dims, or an InferenceData file with a
     ``posterior`` group) is stacked into ``realization``.
+
+    ``kind`` (``"prior"`` or ``"posterior"``) sets ``hyper_kind``; by default a NetCDF file's own
+    ``hyper_kind`` attribute is kept, and draws without one are ``"posterior"``.
     """
+    if kind is not None:
+        check_hyper_kind(kind, "read_hyper")
     path = Path(path)
     if not path.exists():
         raise HyperparameterError(f"hyperparameter file {str(path)!r} does not exist")
@@ -127,7 +172,7 @@ def read_hyper(path) -> xr.Dataset:
                     f"{path}: column {k!r} must hold numbers, but {rows.size} row(s) hold text (first data rows "
                     f"{format_offenders(rows + 1)}: {format_offenders(df[k].to_numpy()[rows])}); fix those entries"
                 )
-        return as_hyper(_dataset({k: df[k].to_numpy() for k in cols}, {"source": str(path)}))
+        return as_hyper(_dataset({k: df[k].to_numpy() for k in cols}, {"source": str(path)}), kind=kind)
     if suffix in (".nc", ".nc4", ".netcdf", ".h5"):
         try:
             ds = xr.open_dataset(path, group="posterior")
@@ -138,16 +183,18 @@ def read_hyper(path) -> xr.Dataset:
                 raise HyperparameterError(
                     f"{path}: cannot be read as NetCDF ({type(exc).__name__}: {exc}); check the path and format"
                 ) from exc
-        return as_hyper(ds.load())
+        return as_hyper(ds.load(), kind=kind)
     raise HyperparameterError(f"{path}: unknown hyperparameter file type {suffix!r}; use .csv or .nc")
 
 
-def from_arviz(posterior) -> xr.Dataset:
+def from_arviz(posterior, *, kind: str = "posterior") -> xr.Dataset:
     """Stack an ArviZ posterior (``InferenceData`` or Dataset with ``chain``, ``draw``).
 
     ``(chain, draw)`` become one ``realization`` dimension with plain integer labels; the
-    original chain and draw of each realization are kept as coordinates.
+    original chain and draw of each realization are kept as coordinates.  ``kind`` is recorded
+    as ``hyper_kind`` (default ``"posterior"``: the draws of a fit to this catalogue).
     """
+    check_hyper_kind(kind, "from_arviz")
     ds = getattr(posterior, "posterior", posterior)
     if not isinstance(ds, xr.Dataset) and callable(getattr(posterior, "groups", None)):
         raise HyperparameterError(
@@ -173,7 +220,7 @@ def from_arviz(posterior) -> xr.Dataset:
         chain=("realization", chain),
         draw=("realization", draw),
     )
-    st.attrs = dict(ds.attrs)
+    st.attrs = {**ds.attrs, "hyper_kind": kind}
     return st
 
 
@@ -287,6 +334,9 @@ def validate_hyper(hyper: xr.Dataset) -> None:
         )
     labels = np.asarray(hyper["realization"].values)
     problems: list[str] = []
+    if "hyper_kind" in hyper.attrs and hyper.attrs["hyper_kind"] not in HYPER_KINDS:
+        problems.append(f"hyper_kind: attribute must be 'prior' or 'posterior', got {hyper.attrs['hyper_kind']!r}; "
+                        "set hyper.attrs['hyper_kind'] (prior draws need each halo's evidence in the analysis)")
     rules = {
         "S": (lambda a: a <= 0, "must be > 0 (intrinsic scatter of ln L)", "drop these draws or fix the sampler's support"),
         "alpha3": (lambda a: a <= 0, "must be > 0 (pivot mass in M_sun, not log10)",
@@ -334,20 +384,25 @@ def validate_hyper(hyper: xr.Dataset) -> None:
         )
 
 
-def as_hyper(hyper) -> xr.Dataset:
+def as_hyper(hyper, *, kind: str | None = None) -> xr.Dataset:
     """Normalise any supported hyperparameter source to a validated Dataset with ``weight``.
 
     Accepts a Dataset (``realization`` dim, or ArviZ ``chain``/``draw``), an ArviZ
     InferenceData, a mapping name -> array, a path (CSV/NetCDF), or an int ``n`` meaning
     ``reddick2013(n, seed=0)``.  The returned ``weight`` sums to 1.  The input is not modified.
 
+    The result always carries ``hyper_kind``: ``kind`` when given, else the input's own attribute,
+    else ``"prior"`` for an int (Reddick 2013 draws) and ``"posterior"`` for anything else.
+
     Raises
     ------
     HyperparameterError
         If the input is of an unsupported type or breaks a rule of :func:`validate_hyper`.
     """
+    if kind is not None:
+        check_hyper_kind(kind, "as_hyper")
     if isinstance(hyper, (str, Path)):
-        return read_hyper(hyper)
+        return read_hyper(hyper, kind=kind)
     if isinstance(hyper, (int, np.integer)) and not isinstance(hyper, (bool, np.bool_)):
         hyper = reddick2013(int(hyper), seed=0)
     elif hasattr(hyper, "posterior") and not isinstance(hyper, xr.Dataset):
@@ -367,6 +422,7 @@ def as_hyper(hyper) -> xr.Dataset:
     out["weight"] = ("realization", w / w.sum(), HYPER_ATTRS["weight"])
     if "realization" not in out.coords:
         out = out.assign_coords(realization=np.arange(out.sizes["realization"], dtype=np.int64))
+    out.attrs = {**out.attrs, "hyper_kind": kind or hyper.attrs.get("hyper_kind", DEFAULT_KIND)}
     return out
 
 

@@ -42,7 +42,14 @@ from massmap_xr.store.layout import (
     read_layout,
 )
 from massmap_xr.store.location import StoreLocation, open_group
-from massmap_xr.store.slabs import SlabJob, run_jobs
+from massmap_xr.store.slabs import (
+    SlabJob,
+    run_jobs,
+    slab_extras,
+    slab_variable_blocks,
+    slab_variables,
+    stored_slab_variables,
+)
 from massmap_xr.store.write import finalize
 
 
@@ -107,8 +114,8 @@ def _extend_arrays(group, ds: xr.Dataset, dim: str, n_old: int, n_new_total: int
         shape[ax] = n_new_total
         if tuple(arr.shape) != tuple(shape):
             arr.resize(tuple(shape))
-        if name == "posterior" or (dim == "realization" and name == "weight"):
-            continue
+        if name == "posterior" or (dim == "realization" and name == "weight") or name in slab_variables(ds):
+            continue  # the posterior and the other (halo, realization) variables are written with the slabs
         if name not in ds.variables:
             raise StoreError(f"cannot append to {str(path)!r}: the cube has no variable {name!r} along {dim!r}")
         v = ds[name].transpose(*dims)
@@ -169,6 +176,8 @@ def _append(spec: _Append, ds: xr.Dataset, path, progress: bool, storage_options
     """The append skeleton: check, record the pending append, extend the metadata, write slabs, finalise."""
     operation = f"append_{spec.dim}s"
     path, group, attrs, cube_hash, pend, ds = _begin_append(path, ds, operation, spec.hash_name, storage_options)
+    # (halo, realization) variables a store written before they existed lacks are not appended
+    ds = ds.drop_vars(sorted(set(slab_variables(ds)) - set(stored_slab_variables(ds, group))))
     # the model is checked also when finishing an interrupted append (the pending record only
     # identifies what is appended, not how its posteriors were computed)
     problems = model_problems(ds, attrs, group, keys=spec.model_keys)
@@ -234,6 +243,7 @@ def _halo_jobs(ds, crc, layout, pend):
     n_old, n_total = pend["n_before"], pend["n_after"]
     row, rem = divmod(n_old, layout.halo_chunk)
     blocks = posterior_blocks(ds, n_old, layout.halo_chunk)
+    extra = slab_variable_blocks(ds, slab_variables(ds), n_old, layout.halo_chunk)
     jobs = []
     for k, i in enumerate(range(row, layout.n_halo_chunks)):
         if np.all(crc[i] >= 0):
@@ -242,7 +252,8 @@ def _halo_jobs(ds, crc, layout, pend):
         old = None
         if k == 0 and rem:
             old = {"h": (s.start, n_old), "r": (0, layout.n_realization), "axis": 0, "crc": pend["partial_crc"]}
-        jobs.append(SlabJob(i, blocks[k], s.start, 0, s.stop - max(s.start, n_old), old))
+        jobs.append(SlabJob(i, blocks[k], s.start, 0, s.stop - max(s.start, n_old), old,
+                            extras=slab_extras(extra, k, max(s.start, n_old), 0)))
     return jobs, n_total - n_old
 
 
@@ -295,6 +306,7 @@ def _realization_jobs(ds, crc, layout, pend):
     n_old = pend["n_before"]
     j0, c0 = _first_shard(layout, n_old)
     blocks = posterior_blocks(ds, 0, layout.halo_chunk)
+    extra = slab_variable_blocks(ds, slab_variables(ds), 0, layout.halo_chunk)
     jobs = []
     for i in range(layout.n_halo_chunks):
         if np.all(crc[i, c0:] >= 0):
@@ -303,7 +315,8 @@ def _realization_jobs(ds, crc, layout, pend):
         old = None
         if j0 < n_old:
             old = {"h": (s.start, s.stop), "r": (j0, n_old), "axis": 2, "crc": pend["partial_crc"][i]}
-        jobs.append(SlabJob(i, blocks[i], s.start, j0, s.stop - s.start, old))
+        jobs.append(SlabJob(i, blocks[i], s.start, j0, s.stop - s.start, old,
+                            extras=slab_extras(extra, i, s.start, n_old)))
     return jobs, layout.n_halo
 
 

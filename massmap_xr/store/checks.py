@@ -133,12 +133,23 @@ def model_problems(ds: xr.Dataset, attrs: dict, group, *, keys: Iterable[str]) -
             if key == "hyper_hash" and _same_hyper(ds, group):
                 continue
             problems.append(f"{key}: store has {attrs.get(key)!r}, cube has {mine!r}")
+    problems += _kind_problems(ds, attrs)
     stored_mass = np.asarray(group["mass"][...])
     if stored_mass.shape != ds["mass"].shape or not np.array_equal(stored_mass, ds["mass"].values):
         problems.append(f"mass grid differs (store: {stored_mass.size} points, cube: {ds.sizes['mass']} points)")
     else:
         problems += _prior_problems(ds, group)
     return problems
+
+
+def _kind_problems(ds: xr.Dataset, attrs: dict) -> list[str]:
+    """A store of prior draws takes no posterior draws and vice versa (no attribute: posterior draws)."""
+    a, b = attrs.get("hyper_kind", "posterior"), ds.attrs.get("hyper_kind", "posterior")
+    if a == b:
+        return []
+    return [f"hyper_kind: the store holds {a!r} draws, the cube {b!r} draws (prior draws are weighted by each "
+            "halo's evidence in the analysis, posterior draws are not, so they cannot be mixed); build the cube "
+            f"with as_hyper(draws, kind={a!r}) if its draws are of that kind"]
 
 
 def raise_problems(problems: list[str], head: str, fix: str) -> None:

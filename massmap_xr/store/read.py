@@ -165,4 +165,8 @@ def store_info(path, storage_options=None) -> dict:
         "prior": attrs.get("prior", ""),
         "catalog_hash": attrs.get("catalog_hash"),
         "hyper_hash": attrs.get("hyper_hash"),
+        "hyper_kind": attrs.get("hyper_kind", "posterior"),
+        "realization_halo_variables": sorted(k for k, a in group.arrays()
+                                             if tuple(a.metadata.dimension_names or ()) in (("halo", "realization"),
+                                                                                            ("realization", "halo"))),
     }

@@ -1,5 +1,12 @@
 """Computing and writing posterior slabs: one job per (halo slab, realization range), run a batch of
-``2 × workers`` at a time, each block refused unless normalised, checksums recorded after each batch."""
+``2 × workers`` at a time, each block refused unless normalised, checksums recorded after each batch.
+
+The cube's other per-(halo, realization) variables (e.g. ``log_evidence``, ``edge_fraction``,
+:func:`slab_variables`) are computed by the kernel with the posterior, so they are written with
+the slabs too, in the same dask computation as the posterior block (shared tasks run once),
+before the slab's checksums are recorded: a slab marked written has all of its variables.
+Stores written before such a variable existed simply lack it (:func:`stored_slab_variables`).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +22,74 @@ from massmap_xr.errors import (
     format_offenders,
 )
 from massmap_xr.store.checks import check_build_id, pending_record, trapezoid_of
-from massmap_xr.store.layout import CRC_NAME, NORM_ATOL, NORM_NAME, PENDING, StoreLayout, cell_stats, norm_error
+from massmap_xr.store.layout import (
+    CRC_NAME,
+    NORM_ATOL,
+    NORM_NAME,
+    PENDING,
+    StoreLayout,
+    _slab_chunks,
+    cell_stats,
+    norm_error,
+)
 from massmap_xr.store.location import open_group, zarr_store
+
+#: the dimensions of the variables written with the slabs
+SLAB_DIMS = ("halo", "realization")
+
+
+def slab_variables(ds) -> list[str]:
+    """Data variables of ``ds`` along exactly (halo, realization), in any order (written with the slabs)."""
+    return [str(k) for k, v in ds.data_vars.items() if sorted(v.dims) == sorted(SLAB_DIMS)]
+
+
+def stored_slab_variables(ds, group) -> list[str]:
+    """:func:`slab_variables` of ``ds`` that the store ``group`` holds (an older store may lack some)."""
+    names = {name for name, _ in group.arrays()}
+    return [k for k in slab_variables(ds) if k in names]
+
+
+def slab_variable_blocks(ds, names, start: int, hc: int) -> dict:
+    """name -> delayed (halo, realization) blocks of ``ds[name]`` aligned to the store's slabs, like
+    :func:`~massmap_xr.store.layout.posterior_blocks` (``ds`` starts at store halo ``start``)."""
+    import dask.array as da
+
+    out = {}
+    for k in names:
+        a = ds[k].transpose(*SLAB_DIMS).data
+        if not isinstance(a, da.Array):
+            a = da.from_array(np.asarray(a), chunks=-1)
+        want = (_slab_chunks(start, a.shape[0], hc), (a.shape[1],))
+        out[k] = (a.rechunk(want) if a.chunks != want else a).to_delayed().ravel()
+    return out
+
+
+def empty_slab_variables(ds, names, layout: StoreLayout) -> dict:
+    """Unwritten (halo, realization) arrays of the template: written with the slabs, not here."""
+    import dask.array as da
+
+    out = {}
+    for k in names:
+        v = ds[k]
+        shape = (ds.sizes["halo"], ds.sizes["realization"])
+        out[k] = (SLAB_DIMS, da.empty(shape, chunks=(layout.halo_chunk, layout.n_realization), dtype=v.dtype),
+                  dict(v.attrs))
+    return out
+
+
+def slab_extras(blocks: dict, k: int, h0: int, r0: int) -> dict | None:
+    """The ``extras`` of the :class:`SlabJob` writing slab block ``k`` of ``blocks`` at ``[h0:, r0:]``."""
+    if not blocks:
+        return None
+    return {"blocks": {name: b[k] for name, b in blocks.items()}, "h0": int(h0), "r0": int(r0)}
+
+
+def write_slab_variables(blocks: dict, path, storage_options, h0: int, r0: int) -> None:
+    """Write each (halo, realization) block at ``[h0:, r0:]`` of its store array (runs on workers)."""
+    for name, block in blocks.items():
+        arr = zarr.open_array(zarr_store(path, storage_options), path=name, mode="r+")
+        b = np.asarray(block).astype(arr.dtype, copy=False)
+        arr[h0:h0 + b.shape[0], r0:r0 + b.shape[1]] = b
 
 
 def write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: int, w, old=None):
@@ -87,6 +160,7 @@ class SlabJob:
     r0: int           # first store realization written
     n_halo: int       # halos counted for progress
     old: dict | None = field(default=None)
+    extras: dict | None = field(default=None)  # (halo, realization) variables: slab_extras(...)
 
 
 def run_jobs(jobs: list[SlabJob], path, storage_options, layout: StoreLayout, *, progress: bool, total: int,
@@ -111,8 +185,11 @@ def run_jobs(jobs: list[SlabJob], path, storage_options, layout: StoreLayout, *,
                 check_build_id(path, storage_options, build_id)
             part = jobs[b0:b0 + batch]
             tasks = [write(j.block, str(path), storage_options, layout.to_dict(), j.h0, j.r0, w, j.old) for j in part]
+            extra = [dask.delayed(write_slab_variables, pure=False)(j.extras["blocks"], str(path), storage_options,
+                                                                   j.extras["h0"], j.extras["r0"])
+                     for j in part if j.extras]
             refused = []
-            for j, result in zip(part, dask.compute(*tasks), strict=True):
+            for j, result in zip(part, dask.compute(*tasks, *extra)[:len(tasks)], strict=True):
                 if isinstance(result, dict):
                     refused.append(result)
                     continue

@@ -102,7 +102,15 @@ from massmap_xr.store.location import (
     swap_in,
     zarr_store,
 )
-from massmap_xr.store.slabs import SlabJob, run_jobs
+from massmap_xr.store.slabs import (
+    SlabJob,
+    empty_slab_variables,
+    run_jobs,
+    slab_extras,
+    slab_variable_blocks,
+    slab_variables,
+    stored_slab_variables,
+)
 
 
 def _template(ds: xr.Dataset, layout: StoreLayout) -> xr.Dataset:
@@ -117,9 +125,11 @@ def _template(ds: xr.Dataset, layout: StoreLayout) -> xr.Dataset:
     empty = da.empty(post.shape, chunks=(layout.halo_chunk, layout.n_mass, layout.n_realization), dtype=np.float32)
     # every variable but the posterior is written here, with its values: to_zarr(compute=False)
     # would leave dask-backed ones (a rechunked or reopened cube) unwritten
-    small = {k: v.load() for k, v in ds.variables.items() if k != "posterior" and k not in ds.dims}
+    slab = slab_variables(ds)
+    small = {k: v.load() for k, v in ds.variables.items() if k != "posterior" and k not in ds.dims and k not in slab}
     tmpl = ds.assign(small).assign(posterior=(post.dims, empty, dict(post.attrs)),
                                    weight=ds["weight"].copy(data=stored_weight(ds)))
+    tmpl = tmpl.assign(empty_slab_variables(ds, slab, layout))
     tmpl.attrs = attrs
     return tmpl
 
@@ -380,11 +390,13 @@ def _write_slabs(ds: xr.Dataset, path: str, storage_options, *, halo_chunks=None
         raise StoreError(f"store {path!r} is complete; refusing to rewrite slabs {format_offenders(todo)} of a "
                          "finished store. Build a new store with mode='w'")
     blocks = posterior_blocks(ds, start, layout.halo_chunk)
+    extra = slab_variable_blocks(ds, stored_slab_variables(ds, group), start, layout.halo_chunk)
     base = start // layout.halo_chunk
     jobs = []
     for i in todo:
         s = layout.halo_slice(i)
-        jobs.append(SlabJob(i, blocks[i - base], s.start, 0, s.stop - s.start))
+        jobs.append(SlabJob(i, blocks[i - base], s.start, 0, s.stop - s.start,
+                            extras=slab_extras(extra, i - base, s.start, 0)))
     n_rows = sum(layout.halo_slice(i).stop - layout.halo_slice(i).start for i in rows)
     run_jobs(jobs, path, storage_options, layout, progress=progress, total=n_rows,
               initial=n_rows - sum(j.n_halo for j in jobs), desc="massmap build", build_id=attrs.get(BUILD_ID))
