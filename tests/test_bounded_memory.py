@@ -1,6 +1,7 @@
 """mock_catalog draws its masses in blocks of halos: the result does not depend on the block size."""
 
 import numpy as np
+
 import massmap_xr.catalog.mocks as mocks
 from massmap_xr import mock_catalog
 
