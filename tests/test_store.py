@@ -52,8 +52,8 @@ def test_store_uses_sharded_lz4_bitshuffle_layout(clean_store):
     assert layout == st.StoreLayout(60, 120, 6, 16, 2, 8, 6)
     assert g[st.CRC_NAME].shape == (4, 3)
     assert g.attrs[st.STATUS] == "complete" and g.attrs[st.TEMPLATE] == "complete"
-    # catalogue variables are chunked like the slabs, so appends rewrite at most one chunk
-    assert g["z"].chunks == (16,)
+    # per-halo variables are one chunk of whole slabs (one file each, not one per slab)
+    assert g["z"].chunks == (64,)
     # one dask chunk per slab (shard) when opened
     assert st.open_store(clean_store)["posterior"].chunks == ((16, 16, 16, 12), (120,), (6,))
 
@@ -77,8 +77,12 @@ def test_layout_dataclass_round_trip_and_validation():
 
 def test_default_layout_at_full_field_scale():
     lay = store_layout.make_layout(115919, 400, 100, 416)
-    assert (lay.inner_halo_chunk, lay.realization_chunk, lay.realization_shard) == (32, 10, 100)
-    assert 4 * 32 * 400 * 10 == 512_000  # ~512 KiB inner chunks
+    # inner chunks span every realization: (8, 400, 100), 1.28 MB, one checksum cell per slab
+    assert (lay.inner_halo_chunk, lay.realization_chunk, lay.realization_shard) == (8, 100, 100)
+    assert 4 * 8 * 400 * 100 <= store_layout._SPAN_BYTES
+    # too many realizations for one inner chunk: ~512 KiB inner chunks of 32 halos
+    lay = store_layout.make_layout(115919, 400, 1000, 416)
+    assert (lay.inner_halo_chunk, lay.realization_chunk, lay.realization_shard) == (32, 10, 1000)
     # a slab size with no divisor in [4, 32] is stored unsharded along halo
     assert store_layout.make_layout(100, 400, 100, 37).inner_halo_chunk == 37
 

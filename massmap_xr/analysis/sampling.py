@@ -14,12 +14,13 @@ import numbers
 import os
 
 import dask.array as da
+import numba
 import numpy as np
 import xarray as xr
 from scipy import special
 
 from massmap_xr.analysis.halo_draws import evidence_draws
-from massmap_xr.analysis.reductions import cdf_kernel, invert_cdf, log10_grid, marginalize, moments, rows_per_batch
+from massmap_xr.analysis.reductions import log10_grid, marginalize, moments, rows_per_batch
 from massmap_xr.analysis.weights import needs_evidence, normalised_weights, realization_labels, realization_weights
 from massmap_xr.cube import validate_cube
 from massmap_xr.errors import AnalysisError
@@ -100,6 +101,68 @@ def pick_realizations(weight: np.ndarray, *, n: int, key: np.ndarray, labels=Non
     return np.minimum(np.searchsorted(cw / cw[-1], v, side="right"), cw.size - 1).astype(np.int64)
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _grid_draws(p, x, local, u):  # pragma: no cover - compiled
+    """Inverse-CDF draws of :func:`~massmap_xr.analysis.reductions.invert_cdf` applied to
+    :func:`~massmap_xr.analysis.reductions.cdf_kernel` rows, fused: per halo, the CDF of each
+    used realization is built once (same float64 operations in the same order, so the draws are
+    bitwise those of the numpy pair) and every sample of that halo is inverted on it."""
+    n_h, n_k, m = p.shape
+    n_s = local.size
+    out = np.empty((n_h, n_s))
+    c = np.empty((n_k, m))
+    bad = np.zeros(n_k, dtype=np.bool_)
+    steps = 0
+    while (1 << steps) < m + 1:
+        steps += 1
+    for h in range(n_h):
+        for k in range(n_k):
+            row = c[k]
+            row[0] = 0.0
+            prev = np.float64(p[h, k, 0])
+            if prev < 0:
+                prev = 0.0
+            acc = 0.0
+            for j in range(1, m):
+                v = np.float64(p[h, k, j])
+                if v < 0:
+                    v = 0.0
+                acc += 0.5 * (v + prev) * (x[j] - x[j - 1])
+                row[j] = acc
+                prev = v
+            tot = row[m - 1]
+            for j in range(m):
+                row[j] = row[j] / tot
+            last = row[m - 1]
+            bad[k] = not (np.isfinite(last) and last > 0)
+            if not np.isfinite(last):  # invert_cdf's stand-in for rows without a CDF
+                for j in range(m):
+                    row[j] = j / (m - 1) if m > 1 else 0.0
+        for s in range(n_s):
+            k = local[s]
+            uu = u[h, s]
+            row = c[k]
+            right = not (uu >= 1.0)
+            lo, hi = 0, m
+            for _ in range(steps):
+                if lo < hi:
+                    mid = (lo + hi) // 2
+                    v = row[min(mid, m - 1)]
+                    below = (v <= uu) if right else (v < uu)
+                    if below:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+            j = min(max(lo, 1), m - 1)
+            c0 = row[j - 1]
+            den = row[j] - c0
+            frac = (uu - c0) / den if den > 0 else 0.0
+            frac = min(max(frac, 0.0), 1.0)
+            val = x[j - 1] + frac * (x[j] - x[j - 1])
+            out[h, s] = np.nan if (bad[k] or np.isnan(uu)) else val
+    return out
+
+
 def _draw_block(p, u, rpos, pick, *, x, method):
     """Draws for one (halo slab, realization slab) block.
 
@@ -116,13 +179,12 @@ def _draw_block(p, u, rpos, pick, *, x, method):
     used, local = np.unique(pick[sel] - rpos[0], return_inverse=True)
     step = rows_per_batch(used.size * x.size)
     for i0 in range(0, n_h, step):  # bound the float64 temporaries
-        pu = np.asarray(p[i0:i0 + step, used, :], dtype=np.float64)
         us = u[i0:i0 + step, sel]
         if method == "grid":
-            c = cdf_kernel(pu, x).reshape(-1, x.size)
-            rows = (np.arange(pu.shape[0])[:, None] * used.size + local[None, :]).ravel()
-            vals = invert_cdf(c, x, rows, us.ravel()).reshape(us.shape)
+            vals = _grid_draws(np.ascontiguousarray(p[i0:i0 + step, used, :]), x, local.astype(np.int64),
+                               np.ascontiguousarray(us))
         else:
+            pu = np.asarray(p[i0:i0 + step, used, :], dtype=np.float64)
             _, mean, std = moments(pu, x)
             vals = mean[:, local] + std[:, local] * special.ndtri(us)
         out[i0:i0 + step, 0, sel] = vals

@@ -33,6 +33,7 @@ NaN marginal, as an unwritten posterior does.
 from __future__ import annotations
 
 import dask.array as da
+import numba
 import numpy as np
 import xarray as xr
 
@@ -104,18 +105,56 @@ def realization_weights(ds: xr.Dataset) -> xr.DataArray:
     return xr.DataArray(data, dims="realization")
 
 
-def _fold_realizations(acc, p, w):
-    """``acc + sum_r w[r] * p[..., r]`` in float64, accumulated one realization at a time.
+@numba.njit(nogil=True, cache=True)
+def _fold3(out, p, w):  # pragma: no cover - compiled
+    # out[h, m] += p[h, m, r] * w[h or 0, r] for r = 0, 1, ... in that order: each element's
+    # additions are those of the numpy loop below, so the sums are bitwise the same
+    n_h, n_m, n_r = p.shape
+    per_halo = w.shape[0] > 1
+    for h in range(n_h):
+        wh = w[h] if per_halo else w[0]
+        o = out[h]
+        ph = p[h]
+        m = 0
+        while m + 4 <= n_m:  # four independent chains: the adds of one element stay in order
+            a0, a1, a2, a3 = o[m], o[m + 1], o[m + 2], o[m + 3]
+            r0, r1, r2, r3 = ph[m], ph[m + 1], ph[m + 2], ph[m + 3]
+            for r in range(n_r):
+                x = wh[r]
+                a0 += np.float64(r0[r]) * x
+                a1 += np.float64(r1[r]) * x
+                a2 += np.float64(r2[r]) * x
+                a3 += np.float64(r3[r]) * x
+            o[m], o[m + 1], o[m + 2], o[m + 3] = a0, a1, a2, a3
+            m += 4
+        for k in range(m, n_m):
+            acc = o[k]
+            row = ph[k]
+            for r in range(n_r):
+                acc += np.float64(row[r]) * wh[r]
+            o[k] = acc
+    return out
 
-    The order of the additions is fixed (realization by realization, continuing from
-    ``acc``), so the result is bitwise the same however the realizations are split into
-    blocks, and however halos and masses are chunked.
+
+def _fold_realizations(acc, p, w):
+    """``acc + sum_r w[..., r] * p[..., r]`` in float64, accumulated one realization at a time.
+
+    ``w`` is a (realization,) vector, or (halo, realization) weights for a (halo, mass,
+    realization) ``p``.  The order of the additions is fixed (realization by realization,
+    continuing from ``acc``), so the result is bitwise the same however the realizations are
+    split into blocks, and however halos and masses are chunked.  A 3-D float32/float64 block
+    is folded in one compiled pass (each value read once); anything else by the numpy loop.
     """
-    w = np.asarray(w, dtype=np.float64).ravel()
+    w = np.asarray(w, dtype=np.float64)
     p = np.asarray(p)
     out = np.zeros(p.shape[:-1]) if acc is None else np.array(acc, dtype=np.float64, copy=True)
-    for r in range(w.size):
-        out += p[..., r].astype(np.float64) * w[r]
+    if p.ndim == 3 and p.dtype in (np.float32, np.float64) and (w.ndim == 1 or w.shape == (p.shape[0], p.shape[2])):
+        w2 = np.ascontiguousarray(w.reshape(-1, p.shape[2]))
+        return _fold3(out, np.ascontiguousarray(p), w2)
+    if w.ndim == 1:
+        w = w.ravel()
+    for r in range(w.shape[-1]):
+        out += p[..., r].astype(np.float64) * (w[..., r, None] if w.ndim > 1 else w[r])
     return out
 
 

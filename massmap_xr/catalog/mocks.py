@@ -127,7 +127,6 @@ def mock_catalog(
     >>> sorted(cat.data_vars)
     ['lum_obs', 'mass_true', 'sigma_obs', 'z']
     """
-    from massmap_xr.kernels.posterior import ZERO_PRIOR_LOG
     from massmap_xr.model.hyper import REDDICK2013
     from massmap_xr.model.prior import as_prior, default_mass_grid
 
@@ -173,18 +172,7 @@ def mock_catalog(
     if z_err is not None:
         sig_z = _photo_errors(z_err, zs)
         zs = _draw_true_redshifts(zs, sig_z, max(lo, 0.0), hi, seed)
-    log_m = np.log(mass)
-    log_p = prior.log_density(zs, mass)
-    zero = log_p.max(axis=1) <= ZERO_PRIOR_LOG
-    if zero.any():
-        zz = np.unique(zs[zero])
-        raise PriorError(
-            f"mock_catalog: the prior is zero on the whole mass grid ({mass[0]:.3g} to {mass[-1]:.3g} M_sun) at "
-            f"{zz.size} of the redshifts drawn (first: {', '.join(f'{v:.6g}' for v in zz[:5])}); masses cannot be "
-            "drawn there: use a mass grid inside the prior's mass range or drop these redshifts from z"
-        )
-    log_p += log_m  # density per unit ln M
-    masses = _draw_from_log_density(log_m, log_p, rng.uniform(size=zs.size))
+    masses = _draw_masses(prior, zs, mass, rng.uniform(size=zs.size))
     mu = mean_log_luminosity(masses, zs, truth["alpha1"], truth["alpha2"], truth["alpha3"], truth["alpha4"])
     log_l = mu + truth["S"] * rng.standard_normal(zs.size)
     log_lobs = log_l + sigma_obs * rng.standard_normal(zs.size)
@@ -291,6 +279,37 @@ def _check_truth(truth, defaults) -> dict:
             f"mock_catalog: invalid truth hyperparameter(s), {len(problems)} problem(s):\n  - "
             + "\n  - ".join(problems) + "\nfix these values in truth (names not given take the Reddick 2013 values)",
             problems=problems,
+        )
+    return out
+
+
+#: halos whose (halo × mass) prior rows are evaluated at once by mock_catalog (bounds its memory)
+MOCK_BLOCK = 16_384
+
+
+def _draw_masses(prior, zs, mass, u):
+    """Masses drawn from the prior at redshifts ``zs`` by inverting its CDF at ``u``, in blocks of
+    :data:`MOCK_BLOCK` halos (each row is independent, so the draws equal those of one pass)."""
+    from massmap_xr.kernels.posterior import ZERO_PRIOR_LOG
+
+    log_m = np.log(mass)
+    out = np.empty(zs.size)
+    zero_z = []
+    for i0 in range(0, zs.size, MOCK_BLOCK):
+        sl = slice(i0, i0 + MOCK_BLOCK)
+        log_p = prior.log_density(zs[sl], mass)
+        zero = log_p.max(axis=1) <= ZERO_PRIOR_LOG
+        if zero.any():
+            zero_z.append(zs[sl][zero])
+            continue
+        log_p += log_m  # density per unit ln M
+        out[sl] = _draw_from_log_density(log_m, log_p, u[sl])
+    if zero_z:
+        zz = np.unique(np.concatenate(zero_z))
+        raise PriorError(
+            f"mock_catalog: the prior is zero on the whole mass grid ({mass[0]:.3g} to {mass[-1]:.3g} M_sun) at "
+            f"{zz.size} of the redshifts drawn (first: {', '.join(f'{v:.6g}' for v in zz[:5])}); masses cannot be "
+            "drawn there: use a mass grid inside the prior's mass range or drop these redshifts from z"
         )
     return out
 

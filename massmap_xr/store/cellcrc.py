@@ -67,3 +67,39 @@ def cell_crc32s(block: np.ndarray, rc: int) -> list[int]:
         return [crc32_of(block[..., s:s + rc]) for s in range(0, n_r, rc)]
     words = np.ascontiguousarray(block).view(np.uint32).reshape(-1)
     return [int(c) for c in _runs_crc32(words, block.size // n_r, n_r, rc, _TABLES)]
+
+
+def block_crc32s(block: np.ndarray, rc: int) -> list[int]:
+    """:func:`cell_crc32s` of a contiguous block, taking zlib's CRC-32 of the whole block when it
+    is one cell (``rc`` covers every realization): the writer's fast path."""
+    if rc >= block.shape[-1] and block.flags.c_contiguous:
+        return [crc32_of(block)]
+    return cell_crc32s(block, rc)
+
+
+@numba.njit(nogil=True, cache=True)
+def _norm_negative(block, w):  # pragma: no cover - compiled
+    n_h, n_m, n_r = block.shape
+    acc = np.zeros((n_h, n_r), dtype=np.float64)
+    neg = np.zeros((n_h, n_r), dtype=np.bool_)
+    for h in range(n_h):
+        a = acc[h]
+        g = neg[h]
+        for m in range(n_m):
+            wm = w[m]
+            row = block[h, m]
+            for r in range(n_r):
+                v = row[r]
+                a[r] += wm * v
+                g[r] |= v < 0
+    return np.abs(acc - 1.0), neg
+
+
+def norm_and_negative(block: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(norm_error(block, w), np.any(block < 0, axis=1))`` in one pass over a float32 block
+    (the float64 sums run in mass order, so they may differ from ``einsum``'s in the last bits)."""
+    if block.dtype != np.float32 or block.ndim != 3:
+        from massmap_xr.store.layout import norm_error
+
+        return norm_error(block, w), np.any(block < 0, axis=1)
+    return _norm_negative(np.ascontiguousarray(block), np.ascontiguousarray(w, dtype=np.float64))

@@ -20,6 +20,7 @@ from massmap_xr.errors import StoreError
 from massmap_xr.store.cellcrc import cell_crc32s
 from massmap_xr.store.checks import arrays_of
 from massmap_xr.store.layout import CRC_NAME, PENDING, STATUS, TABLE_CRC, TABLES, VAR_CRC, StoreLayout, crc32_of
+from massmap_xr.store.shardenc import read_shards, shard_spec
 
 #: how every checked-read error ends
 VERIFY_HINT = ("run `massmap verify {path}` to list every damaged chunk, then rebuild the store; "
@@ -143,12 +144,25 @@ class CheckedCells:
         return read_checked(self, key)
 
 
+def _read(arr, key) -> np.ndarray:
+    """``arr[key]``: whole shards decoded by :func:`~massmap_xr.store.shardenc.read_shards`
+    (zarr's own read of a shard costs several times the decode), anything else through zarr."""
+    spec = shard_spec(arr)
+    if spec is not None and all(isinstance(k, slice) and k.step in (None, 1) for k in key):
+        start = tuple(k.indices(n)[0] for k, n in zip(key, arr.shape, strict=True))
+        shape = tuple(max(0, k.indices(n)[1] - k.indices(n)[0]) for k, n in zip(key, arr.shape, strict=True))
+        block = read_shards(arr, spec, start, shape)
+        if block is not None:
+            return block
+    return np.asarray(arr[key])
+
+
 def read_checked(cells: CheckedCells, key) -> np.ndarray:
     """dask getter of a checked read: one block of whole cells, read and checked (never fused
     with a later slice, so a block is always checked whole)."""
     (h0, h1), (r0, r1) = ((k.start or 0, k.stop) for k in (key[0], key[2]))
     try:
-        block = np.asarray(cells.zarr_array[key])
+        block = _read(cells.zarr_array, key)
     except Exception as exc:  # noqa: BLE001 - a damaged chunk can raise anything from the codec
         check, lay = cells.cell_check, cells.cell_check.layout
         i, j = h0 // lay.halo_chunk, r0 // lay.realization_chunk

@@ -62,6 +62,14 @@ _INNER_BYTES = 512 * 2**10
 _INNER_HALOS = 32
 
 
+#: largest inner chunk spanning every realization that the default layout takes (see make_layout)
+_SPAN_BYTES = 2 * 2**20
+
+
+#: preferred halos per inner chunk when inner chunks span every realization
+_SPAN_HALOS = 8
+
+
 #: tolerance of the trapezoid normalisation checked by verify_store
 NORM_ATOL = 1e-4
 
@@ -164,11 +172,11 @@ class StoreLayout:
             raise StoreError(f"store layout record is malformed ({exc!r}): {d!r}") from None
 
 
-def _default_inner_halo_chunk(halo_chunk: int) -> int:
-    """Largest divisor of ``halo_chunk`` not above 32 (the whole slab if that leaves < 4 halos)."""
-    if halo_chunk <= _INNER_HALOS:
+def _default_inner_halo_chunk(halo_chunk: int, most: int = _INNER_HALOS) -> int:
+    """Largest divisor of ``halo_chunk`` not above ``most`` (the whole slab if that leaves < 4 halos)."""
+    if halo_chunk <= most:
         return halo_chunk
-    best = max(d for d in range(1, _INNER_HALOS + 1) if halo_chunk % d == 0)
+    best = max(d for d in range(1, most + 1) if halo_chunk % d == 0)
     return best if best >= 4 else halo_chunk
 
 
@@ -187,6 +195,16 @@ def as_count(value, name: str, what: str = "to_store") -> int:
 
 
 def make_layout(n_h, n_m, n_r, halo_chunk, realization_chunk=None, inner_halo_chunk=None) -> StoreLayout:
+    """Layout of a new store.  By default inner chunks span every realization (``_SPAN_HALOS``
+    halos each, one checksum cell per slab) when such a chunk stays under ``_SPAN_BYTES``: the
+    slab is then a run of contiguous inner chunks, encoded and checksummed without gathering
+    (``stores/README.md`` gives the measurements and what reads of one realization pay for it);
+    otherwise inner chunks of about ``_INNER_BYTES`` with ``_INNER_HALOS`` halos."""
+    if realization_chunk is None and inner_halo_chunk is None:
+        ih = _default_inner_halo_chunk(halo_chunk, _SPAN_HALOS)
+        if 4 * ih * max(n_m, 1) * max(n_r, 1) <= _SPAN_BYTES:
+            rc = max(n_r, 1)
+            return StoreLayout(n_h, n_m, n_r, int(halo_chunk), rc, ih, rc)
     ih = _default_inner_halo_chunk(halo_chunk) if inner_halo_chunk is None else as_count(inner_halo_chunk,
                                                                                          "inner_halo_chunk")
     if ih < 1 or halo_chunk % ih:
@@ -222,7 +240,7 @@ def layout_for(ds: xr.Dataset, realization_chunk=None, inner_halo_chunk=None) ->
     return layout, ds.assign(posterior=post)
 
 
-def _slab_chunks(start: int, n: int, hc: int) -> tuple[int, ...]:
+def slab_chunks(start: int, n: int, hc: int) -> tuple[int, ...]:
     """Chunk sizes along halo of ``n`` halos starting at store index ``start`` so that block
     boundaries fall on slab boundaries (multiples of ``hc``)."""
     out, pos, end = [], start, start + n
@@ -240,7 +258,7 @@ def posterior_blocks(ds: xr.Dataset, start: int, hc: int):
 
     if not isinstance(post, da.Array):
         post = da.from_array(np.asarray(post), chunks=(hc, -1, -1))
-    want = (_slab_chunks(start, post.shape[0], hc), (post.shape[1],), (post.shape[2],))
+    want = (slab_chunks(start, post.shape[0], hc), (post.shape[1],), (post.shape[2],))
     if post.chunks != want:
         post = post.rechunk(want)
     return post.to_delayed().ravel()
@@ -265,12 +283,14 @@ def norm_error(block: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def cell_stats(block: np.ndarray, r0: int, rc: int, w: np.ndarray | None,
-                err: np.ndarray | None = None) -> tuple[list[int], list[float]]:
+                err: np.ndarray | None = None, crcs: list[int] | None = None) -> tuple[list[int], list[float]]:
     """CRC-32 and normalisation error of each realization cell of ``block`` (cells start at ``r0``,
     a multiple of ``rc``, and end at the block's end); no normalisation when ``w`` is None.
-    ``err`` is ``norm_error(block, w)`` when already computed."""
+    ``err`` is ``norm_error(block, w)`` and ``crcs`` the cells' CRC-32 when already computed
+    (e.g. by :func:`~massmap_xr.store.cellcrc.block_crc32s`, which does not copy the cells)."""
     n_r = block.shape[2]
-    crcs = [crc32_of(block[:, :, s:s + rc]) for s in range(0, n_r, rc)]
+    if crcs is None:
+        crcs = [crc32_of(block[:, :, s:s + rc]) for s in range(0, n_r, rc)]
     if w is None:
         return crcs, [float("nan")] * len(crcs)
     err = norm_error(block, w) if err is None else err
@@ -293,7 +313,11 @@ def encoding_for(ds: xr.Dataset, layout: StoreLayout) -> dict:
             for ax, dim in enumerate(v.dims):
                 # along halo and realization, chunk like the posterior's shards (a chunk may exceed the
                 # current length: appends then fill it instead of starting misaligned chunks)
-                if dim == "halo":
+                if dim == "halo" and v.dims == ("halo",):
+                    # a per-halo variable is written once, with the template: one chunk (whole
+                    # slabs) instead of one file per slab; appends fill it, then add chunks
+                    chunks[ax] = max(layout.n_halo_chunks, 1) * layout.halo_chunk
+                elif dim == "halo":
                     chunks[ax] = layout.halo_chunk
                 elif dim == "realization":
                     chunks[ax] = layout.realization_shard

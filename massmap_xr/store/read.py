@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import xarray as xr
 from dask.array.core import normalize_chunks
@@ -110,12 +112,16 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
     if verify and crc is None:
         raise StoreError(f"{path!r}: massmap store has no checksum table {CRC_NAME!r}, so its reads cannot be "
                          "checked; run `massmap verify` on it, or open it with open_store(..., verify=False)")
-    if chunks == "store":
+    from_store = chunks == "store"
+    if from_store:
         chunks = store_chunks
 
     def _open(c):
-        return xr.open_zarr(zarr_store(path, storage_options, read_only=True), consolidated=False, zarr_format=3,
-                            chunks=c, drop_variables=list(TABLES))
+        with warnings.catch_warnings():
+            if from_store:  # per-halo variables are one stored chunk, handed out in slabs like the posterior
+                warnings.filterwarnings("ignore", "The specified chunks separate the stored chunks", UserWarning)
+            return xr.open_zarr(zarr_store(path, storage_options, read_only=True), consolidated=False, zarr_format=3,
+                                chunks=c, drop_variables=list(TABLES))
 
     ds = _open(chunks)
     missing = [k for k in (*STORE_VARIABLES, *STORE_COORDS) if k not in ds.variables]

@@ -21,6 +21,7 @@ from massmap_xr.errors import (
     StoreError,
     format_offenders,
 )
+from massmap_xr.store.cellcrc import block_crc32s, norm_and_negative
 from massmap_xr.store.checks import check_build_id, pending_record, trapezoid_of
 from massmap_xr.store.layout import (
     CRC_NAME,
@@ -28,11 +29,11 @@ from massmap_xr.store.layout import (
     NORM_NAME,
     PENDING,
     StoreLayout,
-    _slab_chunks,
     cell_stats,
-    norm_error,
+    slab_chunks,
 )
 from massmap_xr.store.location import open_group, zarr_store
+from massmap_xr.store.shardenc import covers_shard, encode_shard, shard_spec, write_shard
 
 #: the dimensions of the variables written with the slabs
 SLAB_DIMS = ("halo", "realization")
@@ -59,7 +60,7 @@ def slab_variable_blocks(ds, names, start: int, hc: int) -> dict:
         a = ds[k].transpose(*SLAB_DIMS).data
         if not isinstance(a, da.Array):
             a = da.from_array(np.asarray(a), chunks=-1)
-        want = (_slab_chunks(start, a.shape[0], hc), (a.shape[1],))
+        want = (slab_chunks(start, a.shape[0], hc), (a.shape[1],))
         out[k] = (a.rechunk(want) if a.chunks != want else a).to_delayed().ravel()
     return out
 
@@ -122,8 +123,8 @@ def write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: in
     block = np.ascontiguousarray(block)
     err = None
     if w is not None and block.size:
-        err = norm_error(block, w)
-        negative = np.any(block < 0, axis=1)  # a density is never negative, even in a normalised row
+        # a density is never negative, even in a normalised row
+        err, negative = norm_and_negative(block, w)
         bad = ~(err <= NORM_ATOL) | negative  # NaN and inf included
         if bad.any():
             hh, rr = np.nonzero(bad)
@@ -131,8 +132,19 @@ def write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: in
             return {"halos": sorted({int(h0 + h) for h in hh}), "realizations": sorted({int(r0 + r) for r in rr}),
                     "n_bad": int(bad.sum()), "n_rows": int(bad.size), "n_negative": int(negative.sum()),
                     "worst": float("inf") if finite.size < err.size else float(np.max(finite))}
-    arr[h0:h0 + block.shape[0], :, r0:r0 + block.shape[2]] = block
-    return cell_stats(block, r0, layout.realization_chunk, w, err)
+    put_block(arr, block, (h0, 0, r0))
+    return cell_stats(block, r0, layout.realization_chunk, w, err, block_crc32s(block, layout.realization_chunk))
+
+
+def put_block(arr, block: np.ndarray, start: tuple[int, int, int]) -> None:
+    """``arr[start:start + block.shape] = block``; a block that is exactly one shard (a whole
+    slab, the build's case) is encoded and stored as one object by :mod:`.shardenc`, bypassing
+    zarr's per-inner-chunk write machinery; anything else goes through zarr."""
+    spec = shard_spec(arr)
+    if spec is not None and covers_shard(spec, start, block.shape):
+        write_shard(arr, spec, start, encode_shard(spec, start, block))
+        return
+    arr[tuple(slice(s, s + n) for s, n in zip(start, block.shape, strict=True))] = block
 
 
 def n_workers() -> int:
