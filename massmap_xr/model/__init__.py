@@ -4,6 +4,8 @@
   closed form and by Monte Carlo) and the hyperparameter names;
 - :mod:`~massmap_xr.model.prior`: the halo-mass prior P(M | z) (Tinker 2010 through hmf, or a
   table), the default mass grid, interpolation in z, and rebuilding a prior from store attributes;
+- :mod:`~massmap_xr.model.redshift`: redshift uncertainty (Gaussian z_err or a tabulated p(z)) as
+  per-halo quadrature nodes and weights;
 - :mod:`~massmap_xr.model.hyper`: hyperparameter draws (Reddick 2013, tables, ArviZ both ways),
   their validation and hash.
 """
@@ -29,6 +31,7 @@ from massmap_xr.model.prior import (
     prior_from_attrs,
     read_prior_table,
 )
+from massmap_xr.model.redshift import RedshiftNodes, is_photometric, redshift_nodes
 from massmap_xr.model.relation import (
     HYPER_NAMES,
     lobs_likelihood_montecarlo,
@@ -58,4 +61,7 @@ __all__ = [
     "as_hyper",
     "validate_hyper",
     "hyper_hash",
+    "RedshiftNodes",
+    "is_photometric",
+    "redshift_nodes",
 ]
