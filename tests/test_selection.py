@@ -142,6 +142,7 @@ def _summary(post, k):
     return m, np.sqrt(np.sum(w * (post[k].values - m) ** 2))
 
 
+@pytest.mark.slow
 def test_flux_limited_recovery_and_bias_without_selection():
     """Selected likelihood recovers the truth within 3 sigma; the unselected one is > 3 sigma off."""
     truth = {"alpha1": 10.75, "alpha2": 0.34, "alpha4": 1.0, "S": 0.18}
