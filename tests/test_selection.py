@@ -234,6 +234,10 @@ def test_table_prior_equals_default_where_tables_agree():
 
 def test_functional_form_caches_table_priors_by_content():
     cat = mock_catalog(200, seed=9)
+    log_likelihood(cat, *REDDICK)
+    default = next(iter(likemod._CACHE.values()))
+    log_likelihood(cat, *REDDICK)
+    assert next(iter(likemod._CACHE.values())) is default
     table = TinkerPrior().table().rename(prior_z="z")
     v1 = log_likelihood(cat, *REDDICK, prior=table)
     first = next(iter(likemod._CACHE.values()))

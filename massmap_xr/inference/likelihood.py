@@ -505,6 +505,8 @@ def prior_token(prior):
 
     from massmap_xr.model.prior import TablePrior
 
+    if prior is None:
+        return ("default",)
     if isinstance(prior, xr.DataArray):
         prior = TablePrior(prior)
     if isinstance(prior, TablePrior):
