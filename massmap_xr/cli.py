@@ -229,12 +229,14 @@ def cmd_kappa(args) -> int:
 
 def cmd_infer(args) -> int:
     from massmap_xr.inference import infer_to_file
+    from massmap_xr.inference.infer import estimate_table
 
     cat = _load_catalog(args.catalog, args)
     kwargs = {"free": args.free.split(",")} if args.free else {}
-    infer_to_file(cat, args.output, prior=_prior(args), n=args.n_realizations, seed=args.seed, method=args.method,
-                  hyperprior=args.hyperprior, sigma_obs=args.sigma_obs, progress=True, overwrite=args.overwrite,
-                  **kwargs)
+    _, post = infer_to_file(cat, args.output, prior=_prior(args), n=args.n_realizations, seed=args.seed,
+                            method=args.method, hyperprior=args.hyperprior, sigma_obs=args.sigma_obs, progress=True,
+                            overwrite=args.overwrite, lum_min=args.lum_min, return_result=True, **kwargs)
+    print(estimate_table(post))
     print(f"wrote {args.output}")
     return 0
 
@@ -390,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--hyperprior", choices=("reddick2013", "flat"), default="reddick2013")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output")
     f.add_argument("--free", help="hyperparameters to infer, comma separated (default alpha1,alpha2,alpha4,S)")
+    f.add_argument("--lum-min", type=float, default=None,
+                   help="flux limit of the catalogue (units of lum_obs): normalise by each halo's selection probability")
     f.set_defaults(func=cmd_infer)
     return p
 

@@ -207,3 +207,13 @@ def check_output(path, *, overwrite: bool, what: str, exists: bool | None = None
         exists = "://" not in text and os.path.lexists(text)
     if exists:
         raise error(f"{what}: {os.fspath(path)!r} already exists; {hint}")
+
+
+class ConvergenceWarning(MassmapWarning):
+    """An MCMC run of the hyper-posterior has not demonstrably converged.
+
+    Given by :func:`massmap_xr.inference.infer_hyperparameters` (``method="emcee"``) when the
+    split-R̂ of a free hyperparameter exceeds 1.01 or the chains are shorter than 50
+    integrated autocorrelation times (the autocorrelation estimate is then unreliable); the
+    message names the number of steps that would suffice.
+    """

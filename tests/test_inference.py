@@ -3,13 +3,15 @@ of the inferred intervals on mocks, round trips into cubes, stores and files, an
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import xarray as xr
 from scipy import integrate, stats
 
 from massmap_xr.catalog import make_catalog, mock_catalog
-from massmap_xr.errors import InferenceError, MassmapError
+from massmap_xr.errors import ConvergenceWarning, InferenceError, MassmapError
 from massmap_xr.inference import (
     CatalogLikelihood,
     HyperPrior,
@@ -261,8 +263,10 @@ def test_emcee_diagnostics_and_arviz(tmp_path):
     from massmap_xr.model.hyper import as_hyper, from_arviz
 
     cat = mock_catalog(800, seed=5)
-    post = infer_hyperparameters(cat, free=("alpha4", "S"), hyperprior=BROAD, n=16 * 60, method="emcee",
-                                 seed=2, n_burn=100, thin=5)
+    with warnings.catch_warnings():  # a short run: its convergence warning is tested in test_convergence.py
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        post = infer_hyperparameters(cat, free=("alpha4", "S"), hyperprior=BROAD, n=16 * 60, method="emcee",
+                                     seed=2, n_burn=100, thin=5)
     a = post.attrs
     assert 0.1 < a["acceptance_fraction"] < 0.9
     assert a["rhat_max"] < 1.1
@@ -284,8 +288,10 @@ def test_emcee_diagnostics_and_arviz(tmp_path):
 def test_laplace_matches_emcee_and_knows_the_truth():
     cat = mock_catalog(1500, seed=9, truth={"alpha4": 1.2, "S": 0.18})
     lap = infer_hyperparameters(cat, free=("alpha4", "S"), hyperprior="flat", n=600, seed=1)
-    mc = infer_hyperparameters(cat, free=("alpha4", "S"), hyperprior="flat", n=16 * 40, method="emcee", seed=1,
-                               n_burn=100, thin=5)
+    with warnings.catch_warnings():  # a short run: its convergence warning is tested in test_convergence.py
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mc = infer_hyperparameters(cat, free=("alpha4", "S"), hyperprior="flat", n=16 * 40, method="emcee", seed=1,
+                                   n_burn=100, thin=5)
     assert lap.attrs["ess_fraction"] > 0.5
     for k, truth in (("alpha4", 1.2), ("S", 0.18)):
         w = lap.weight.values

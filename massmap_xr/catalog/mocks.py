@@ -71,6 +71,7 @@ def mock_catalog(
     center=None,
     size_arcmin: float | None = None,
     z_err=None,
+    lum_min=None,
 ) -> xr.Dataset:
     """A mock catalogue drawn from the model with known hyperparameters.
 
@@ -113,6 +114,13 @@ def mock_catalog(
         distribution of the true redshift given the photometry) — and the mass and luminosity are
         drawn at ``z_true``.  The truncated-normal draws come from their own stream (seeded from
         ``seed``), so the spectroscopic mocks of a seed are unchanged.  Default: spectroscopic.
+    lum_min : float or callable, optional
+        Flux limit: a luminosity L_min > 0 (units of ``lum_obs``) or a function of redshift
+        (array) returning it.  ``n_halos`` halos are drawn and those with L_obs < L_min(z) are
+        dropped, so the catalogue is smaller than ``n_halos`` and its masses follow the mass
+        function *above the limit only* (P(M | z, detected)); fit it with the same ``lum_min``
+        (:class:`~massmap_xr.inference.CatalogLikelihood`).  Recorded as ``attrs["lum_min"]``
+        (a number, or ``"callable"``) and ``attrs["n_drawn"]``.
 
     Raises
     ------
@@ -176,6 +184,14 @@ def mock_catalog(
     mu = mean_log_luminosity(masses, zs, truth["alpha1"], truth["alpha2"], truth["alpha3"], truth["alpha4"])
     log_l = mu + truth["S"] * rng.standard_normal(zs.size)
     log_lobs = log_l + sigma_obs * rng.standard_normal(zs.size)
+    n_drawn = zs.size
+    if lum_min is not None:
+        keep = log_lobs >= _log_lum_min(lum_min, z_cat)  # the limit is a function of the catalogue's z
+        if not keep.any():
+            raise CatalogError(f"mock_catalog: lum_min={lum_min!r:.60} removes all {n_drawn} halos drawn; lower the "
+                               "limit or draw more halos")
+        zs, z_cat, masses, log_lobs = zs[keep], z_cat[keep], masses[keep], log_lobs[keep]
+        sig_z = None if sig_z is None else sig_z[keep]
     ra, dec = uniform_field_positions(zs.size, rng, center=c, size_arcmin=size_arcmin)
     attrs = {f"true_{k}": float(v) for k, v in truth.items()}
     attrs.update(
@@ -184,6 +200,8 @@ def mock_catalog(
         field_size_arcmin=float(DEFAULT_FIELD["size_arcmin"] if size_arcmin is None else size_arcmin),
         mass_min=float(mass[0]), mass_max=float(mass[-1]),
     )
+    if lum_min is not None:
+        attrs.update(lum_min=float(lum_min) if not callable(lum_min) else "callable", n_drawn=int(n_drawn))
     cat = make_catalog(z_cat, np.exp(log_lobs), ra, dec, mass_true=masses, sigma_obs=sigma_obs, attrs=attrs)
     if sig_z is not None:
         from massmap_xr.catalog.schema import VAR_ATTRS
@@ -323,3 +341,16 @@ def _draw_from_log_density(x, log_p, u):
     for i in range(p.shape[0]):  # rows differ; np.interp is fast per row
         out[i] = np.interp(u[i], cdf[i], x)
     return np.exp(out)
+
+
+def _log_lum_min(lum_min, z: np.ndarray) -> np.ndarray:
+    """ln L_min at redshifts ``z`` for ``mock_catalog(lum_min=...)``; CatalogError unless > 0 and finite."""
+    v = lum_min(z) if callable(lum_min) else lum_min
+    try:
+        v = np.broadcast_to(np.asarray(v, dtype=np.float64), z.shape)
+    except (TypeError, ValueError):
+        v = np.full(z.shape, np.nan)
+    if not np.all(np.isfinite(v) & (v > 0)):
+        raise CatalogError(f"mock_catalog: lum_min must be a luminosity > 0 (units of lum_obs) or a callable of z "
+                           f"returning one per redshift, got {lum_min!r:.60}")
+    return np.log(v)

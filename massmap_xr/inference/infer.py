@@ -38,7 +38,7 @@ from massmap_xr.inference.samplers import HyperPosterior, check_int, importance_
 from massmap_xr.model.hyper import HYPER_ATTRS, REDDICK2013
 from massmap_xr.model.relation import HYPER_NAMES
 
-__all__ = ["DEFAULT_FREE", "METHODS", "infer_hyperparameters", "infer_to_file"]
+__all__ = ["DEFAULT_FREE", "METHODS", "estimate_table", "infer_hyperparameters", "infer_to_file"]
 
 #: Hyperparameters inferred by default (the pivot mass α3 is held fixed).
 DEFAULT_FREE = ("alpha1", "alpha2", "alpha4", "S")
@@ -96,6 +96,8 @@ def infer_hyperparameters(
     fixed: Mapping[str, float] | None = None,
     group_tol=None,
     start: Mapping[str, float] | None = None,
+    lum_min=None,
+    selection=None,
     **options,
 ) -> xr.Dataset:
     """Sample the hyper-posterior P(α, S | catalogue) of the mass–luminosity relation.
@@ -134,6 +136,12 @@ def infer_hyperparameters(
     start : mapping, optional
         Starting point of the MAP search (default: the Reddick 2013 central values if inside
         the hyperprior's support, else its centre).
+    lum_min : float or callable, optional
+        Flux limit of the catalogue (L_min in the units of ``lum_obs``, or a callable of z):
+        the likelihood is normalised by every halo's selection probability (see
+        :class:`CatalogLikelihood`).  Without it a flux-limited catalogue gives biased α.
+    selection : callable, optional
+        Completeness S(L_obs, z) in [0, 1] of the catalogue, likewise.
     **options
         Method options.  Laplace: ``df`` (Student-t degrees of freedom of the proposal,
         default 5), ``scale`` (proposal scale factor, default 1.0), ``maxiter`` (optimiser, 1000).
@@ -183,7 +191,8 @@ def infer_hyperparameters(
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise InferenceError(f"unknown option(s) {unknown} for method={method!r}; allowed: {sorted(allowed)}")
-    like = CatalogLikelihood(catalog, prior, mass, sigma_obs=sigma_obs, group_tol=group_tol)
+    like = CatalogLikelihood(catalog, prior, mass, sigma_obs=sigma_obs, group_tol=group_tol, lum_min=lum_min,
+                             selection=selection)
     target = HyperPosterior(like, hp, fixed_vals)
     rng = np.random.default_rng(seed)
 
@@ -247,6 +256,8 @@ def infer_hyperparameters(
         "prior_description": "; ".join(f"{k}={v}" for k, v in prior_desc.items()),
         "mass_min": float(like.mass[0]), "mass_max": float(like.mass[-1]), "n_mass": int(like.mass.size),
         "group_tol": "none" if like.group_tol is None else ",".join(f"{v:g}" for v in like.group_tol),
+        "selection": like.selection.describe(),
+        "n_photoz": int(like.n_photoz),
         "seed": "none" if seed is None else str(seed),
         **attrs,
         "n_likelihood_evaluations": int(like.n_evaluations),
@@ -256,7 +267,52 @@ def infer_hyperparameters(
     return out
 
 
-def infer_to_file(catalog: xr.Dataset, path, *, overwrite: bool = False, **kwargs) -> Path:
+def _weighted_quantile(v: np.ndarray, w: np.ndarray, q) -> np.ndarray:
+    o = np.argsort(v)
+    c = np.cumsum(w[o])
+    c = (c - 0.5 * w[o]) / c[-1]
+    return np.interp(q, c, v[o])
+
+
+def estimate_table(post: xr.Dataset) -> str:
+    """A plain-text, aligned table of the estimates of every free hyperparameter.
+
+    Columns: ``parameter``, posterior ``mean`` and ``std`` (weighted by ``weight``),
+    ``median``, the central 68 % interval (``q16``, ``q84``) and the ``MAP`` point of the
+    Laplace step; then a line with the method's diagnostics (ESS, or R-hat and convergence).
+
+    Examples
+    --------
+    >>> from massmap_xr.catalog import mock_catalog
+    >>> post = infer_hyperparameters(mock_catalog(500, seed=4), n=50, seed=1)
+    >>> print(estimate_table(post).splitlines()[0].split())
+    ['parameter', 'mean', 'std', 'median', 'q16', 'q84', 'MAP']
+    """
+    free = [k for k in str(post.attrs.get("free", "")).split(",") if k]
+    w = np.asarray(post["weight"].values, dtype=float)
+    head = ("parameter", "mean", "std", "median", "q16", "q84", "MAP")
+    rows = []
+    for k in free:
+        v = np.asarray(post[k].values, dtype=float)
+        m = float(np.sum(w * v) / np.sum(w))
+        sd = float(np.sqrt(np.sum(w * (v - m) ** 2) / np.sum(w)))
+        q16, q50, q84 = _weighted_quantile(v, w, [0.16, 0.5, 0.84])
+        mp = post.attrs.get(f"map_{k}", float("nan"))
+        rows.append((k, *(f"{x:.6g}" for x in (m, sd, q50, q16, q84, mp))))
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)).rstrip()
+             for r in [head, *rows]]
+    a = post.attrs
+    if a.get("method") == "emcee":
+        lines.append(f"emcee: R-hat max {a.get('rhat_max', float('nan')):.4f}, ESS {a.get('ess', float('nan')):.0f}, "
+                     f"converged {'yes' if a.get('converged', 0) else 'no'}")
+    else:
+        lines.append(f"laplace + importance sampling: ESS {a.get('ess', float('nan')):.1f} of {w.size} draws")
+    return "\n".join(lines)
+
+
+def infer_to_file(catalog: xr.Dataset, path, *, overwrite: bool = False, return_result: bool = False,
+                  **kwargs) -> Path:
     """Infer the hyper-posterior and write it to NetCDF (or CSV) for :func:`~massmap_xr.model.hyper.read_hyper`.
 
     Parameters
@@ -269,13 +325,15 @@ def infer_to_file(catalog: xr.Dataset, path, *, overwrite: bool = False, **kwarg
     overwrite : bool, default False
         Replace an existing file (otherwise :class:`~massmap_xr.errors.OutputExistsError`,
         raised before any inference work).
+    return_result : bool, default False
+        Return ``(path, result)`` with the hyperparameter Dataset too.
     **kwargs
         Passed to :func:`infer_hyperparameters`.
 
     Returns
     -------
     pathlib.Path
-        The file written.
+        The file written (and the result, with ``return_result=True``).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -290,4 +348,4 @@ def infer_to_file(catalog: xr.Dataset, path, *, overwrite: bool = False, **kwarg
         df.to_csv(path, index=False)
     else:
         result.to_netcdf(path, engine="h5netcdf")
-    return path
+    return (path, result) if return_result else path

@@ -41,9 +41,11 @@ import numpy as np
 import xarray as xr
 
 from massmap_xr.errors import InferenceError, PriorError, format_offenders
+from massmap_xr.inference.selection import Selection
 from massmap_xr.kernels.likelihood import loglike_parallel, loglike_serial
 from massmap_xr.kernels.numerics import hyper_scale, trapezoid_weights
 from massmap_xr.kernels.posterior import ZERO_PRIOR_LOG, check_prior_nonzero, check_prior_redshifts
+from massmap_xr.kernels.selection import empty_table, selection_parallel, selection_serial
 from massmap_xr.model.prior import LOG_ZERO, as_prior, check_mass_grid, default_mass_grid, z_weights
 from massmap_xr.model.relation import HYPER_NAMES
 
@@ -96,6 +98,20 @@ class CatalogLikelihood:
     rel_tol : float, default 1e-12
         Bound on the relative truncation error of every halo's likelihood; windows that cannot
         guarantee it are replaced by the whole grid.
+    lum_min : float or callable, optional
+        Flux limit of the catalogue: L_min (units of ``lum_obs``) or a callable of z.  Every
+        halo's likelihood is divided by its selection probability at its redshift,
+        ∫ S(L, z_k) p(L | θ, z_k) dL (½ erfc per mass point for a hard limit); see
+        :mod:`massmap_xr.inference.selection`.  Halos below the limit raise CatalogError.
+    selection : callable, optional
+        Completeness S(L_obs, z) in [0, 1] (vectorised), instead of or on top of ``lum_min``;
+        each halo's likelihood is multiplied by S(L_obs,k, z_k) and normalised likewise
+        (tabulated in ln μ_L and z; needs one ``sigma_obs`` for the catalogue).
+    photoz_nodes : int, default 20
+        Quadrature nodes of the redshift integral of photometric halos (catalogue variable
+        ``z_err`` > 0; Gaussian p(z) truncated to the prior's range, z > 0): their likelihood is
+        Σ_j w_j p(L_obs | θ, z_j), see :mod:`massmap_xr.inference.photoz`.  Photometric halos
+        are not grouped.
 
     Attributes
     ----------
@@ -131,7 +147,7 @@ class CatalogLikelihood:
     """
 
     def __init__(self, catalog: xr.Dataset, prior=None, mass=None, *, sigma_obs: float | None = None, group_tol=None,
-                 window: float = 8.0, rel_tol: float = 1e-12):
+                 window: float = 8.0, rel_tol: float = 1e-12, lum_min=None, selection=None, photoz_nodes: int = 20):
         if not (np.isfinite(window) and window >= 3.0):
             raise InferenceError(f"window must be >= 3 Gaussian widths, got {window!r}")
         if not (np.isfinite(rel_tol) and 0 < rel_tol < 1e-3):
@@ -171,7 +187,21 @@ class CatalogLikelihood:
         self._z_nodes = z_nodes
         self._lt = lt
         self.group_tol = None if group_tol is None else _check_group_tol(group_tol)
-        if self.group_tol is None:
+        self.selection = Selection(lum_min, selection)
+        # photometric redshifts: halos with z_err > 0 are marginalised over redshift nodes (ungrouped)
+        self._pz = None
+        self.n_photoz = 0
+        self._spec = np.ones(z.size, dtype=bool)
+        if "z_err" in catalog.variables:
+            from massmap_xr.inference.photoz import photoz_terms
+
+            self._pz, self._spec = photoz_terms(self, catalog, z, log_lobs, sig, ids, photoz_nodes)
+            self.n_photoz = int((~self._spec).sum())
+            spec = self._spec
+            z, log_lobs, sig, ids = z[spec], log_lobs[spec], sig[spec], ids[spec]
+        self._log_sel_obs_k = self.selection.log_observed(log_lobs, z, ids) if self.selection else np.zeros(z.size)
+        self._log_sel_obs = float(self._log_sel_obs_k.sum())
+        if self.group_tol is None or z.size == 0:
             zt, lt_obs, st, coef = z, log_lobs, sig, np.ones(z.size)
         else:
             # the halos themselves must have a prior (the grouped terms sit at stencil points)
@@ -195,9 +225,12 @@ class CatalogLikelihood:
 
     def _setup_terms(self, z, log_lobs, sig, coef, ids=None):
         """Precompute the terms' prior rows; ``ids`` name halos in errors (None: grouped terms)."""
+        self.__dict__.update(self._term_arrays(z, log_lobs, sig, coef, ids))
+        self.n_terms = int(z.size)
+
+    def _term_arrays(self, z, log_lobs, sig, coef, ids=None, who="CatalogLikelihood") -> dict:
+        """The kernel's per-term arrays (prior rows, normalisations, selection) as a dict of ``_name``."""
         i, wz = z_weights(self._z_nodes, z)
-        self._zi = np.ascontiguousarray(i, dtype=np.int64)
-        self._zw = np.ascontiguousarray(wz, dtype=np.float64)
         n, n_m = z.size, self._x.size
         rows = np.empty((n, n_m), dtype=np.float64)
         lognorm = np.empty(n)
@@ -217,15 +250,17 @@ class CatalogLikelihood:
             lognorm[a:b] = mx[:, 0] + np.log(tot[:, 0])
         # a prior that is zero at every grid mass at a term's redshift would silently give a
         # featureless row (and a meaningless normalisation)
-        check_prior_nonzero(z, row_max, ids=ids,
-                            who="CatalogLikelihood" if ids is not None else "CatalogLikelihood (grouped terms)")
-        self._rows = rows
-        self._lognorm = lognorm
-        self._lobs = np.ascontiguousarray(log_lobs, dtype=np.float64)
-        self._zfac = np.ascontiguousarray(np.log1p(z))
-        self._sig = np.ascontiguousarray(sig, dtype=np.float64)
-        self._coef = np.ascontiguousarray(coef, dtype=np.float64)
-        self.n_terms = int(n)
+        check_prior_nonzero(z, row_max, ids=ids, who=who if ids is not None else f"{who} (grouped terms)")
+        out = {"_rows": rows, "_lognorm": lognorm, "_zi": np.ascontiguousarray(i, dtype=np.int64),
+               "_zw": np.ascontiguousarray(wz, dtype=np.float64),
+               "_lobs": np.ascontiguousarray(log_lobs, dtype=np.float64),
+               "_zfac": np.ascontiguousarray(np.log1p(z)),
+               "_sig": np.ascontiguousarray(sig, dtype=np.float64),
+               "_coef": np.ascontiguousarray(coef, dtype=np.float64), "_sel": None}
+        if self.selection:
+            out["_sel"] = self.selection.prepare(np.asarray(z, dtype=np.float64), np.asarray(log_lobs, dtype=np.float64),
+                                                 np.asarray(sig, dtype=np.float64)) if n else None
+        return out
 
     # ---------------------------------------------------------------------------------------
 
@@ -252,27 +287,51 @@ class CatalogLikelihood:
             raise InferenceError("invalid hyperparameters for the likelihood:\n  - " + "\n  - ".join(problems),
                                  problems=problems)
         n_r = a1.size
-        n_blocks = max(1, -(-self.n_terms // block))
+        flat = (a1, a2, a3, a4, s)
+        out_ll, out_grad = self.run_terms(self.__dict__, self.n_terms, flat, want_grad, block)
+        if block == 1:
+            return out_ll[:, 0]
+        ll = out_ll.sum(axis=0) + self._log_sel_obs
+        g = out_grad.sum(axis=0) if want_grad else None
+        if self._pz is not None and n_r:
+            from massmap_xr.inference.photoz import photoz_sum
+
+            ll_pz, g_pz = photoz_sum(self, flat, want_grad)
+            ll = ll + ll_pz
+            if want_grad:
+                g = g + g_pz
+        self.n_evaluations += int(n_r)
+        ll = ll.reshape(shape)
+        if not want_grad:
+            return ll
+        return ll, g.reshape((*shape, 5))
+
+    def run_terms(self, t: dict, n_terms: int, flat, want_grad: bool, block: int):
+        """Run the compiled kernels on the term arrays ``t``: per-block sums (block, n_r) and gradients."""
+        a1, a2, a3, a4, s = flat
+        n_r = a1.size
+        n_blocks = max(1, -(-n_terms // block))
         out_ll = np.zeros((n_blocks, n_r))
         out_grad = np.zeros((n_blocks, n_r, 5) if want_grad else (1, 1, 5))
         out_fb = np.zeros(n_blocks, dtype=np.int64)
-        if n_r:
-            serial = self.n_terms * n_r < _SERIAL_BELOW or numba.get_num_threads() == 1
+        if n_r and n_terms:
+            serial = n_terms * n_r < _SERIAL_BELOW or numba.get_num_threads() == 1
             kernel = loglike_serial if serial else loglike_parallel
             kernel(
-                self._lobs, self._zfac, self._sig, self._coef, self._rows, self._x, self._lnw, self._lt,
-                self._zi, self._zw, self._lognorm, a1, a2, a3, a4, s, hyper_scale(a1, a2, a4), self.window,
+                t["_lobs"], t["_zfac"], t["_sig"], t["_coef"], t["_rows"], self._x, self._lnw, self._lt,
+                t["_zi"], t["_zw"], t["_lognorm"], a1, a2, a3, a4, s, hyper_scale(a1, a2, a4), self.window,
                 self.rel_tol, self._uniform, bool(want_grad), int(block), out_ll, out_grad, out_fb,
             )
-        self.n_evaluations += int(n_r)
+            sel = t.get("_sel")
+            if sel is not None:
+                tab = self.selection.tables(s) if self.selection.mode == 1 else empty_table()
+                (selection_serial if serial else selection_parallel)(
+                    t["_zfac"], t["_sig"], t["_coef"], t["_rows"], self._x, sel["lmin"], sel["zsel_i"],
+                    sel["zsel_w"], sel["tab_mu0"], sel["tab_dmu"], np.ascontiguousarray(tab), a1, a2, a3, a4, s,
+                    int(self.selection.mode), bool(want_grad), int(block), out_ll, out_grad,
+                )
         self.n_fallback += int(out_fb.sum())
-        if block == 1:
-            return out_ll[:, 0]
-        ll = out_ll.sum(axis=0).reshape(shape)
-        if not want_grad:
-            return ll
-        g = out_grad.sum(axis=0).reshape((*shape, 5))
-        return ll, g
+        return out_ll, out_grad
 
     def __call__(self, alpha1, alpha2, alpha3, alpha4, S) -> np.ndarray:
         """Catalogue log-likelihood at hyperparameter point(s) (arrays broadcast).
@@ -317,7 +376,14 @@ class CatalogLikelihood:
         if any(np.size(a) != 1 for a in (alpha1, alpha2, alpha3, alpha4, S)):
             raise InferenceError("per_halo takes one hyperparameter point (scalars)")
         exact = self._ungrouped()
-        return exact._evaluate([np.ravel(a)[:1] for a in (alpha1, alpha2, alpha3, alpha4, S)], False, block=1)
+        flat = [np.ravel(np.asarray(a, dtype=np.float64))[:1] for a in (alpha1, alpha2, alpha3, alpha4, S)]
+        out = np.empty(self._spec.size)
+        out[self._spec] = exact._evaluate(flat, False, block=1) + self._log_sel_obs_k
+        if self._pz is not None:
+            from massmap_xr.inference.photoz import photoz_per_halo
+
+            out[~self._spec] = photoz_per_halo(self, flat)
+        return out
 
     def _ungrouped(self) -> CatalogLikelihood:
         if self.group_tol is None:
@@ -422,21 +488,48 @@ def _group(z, log_lobs, sig, z_nodes, tol):
 _CACHE: dict = {}
 
 
-def _cache_key(catalog, prior, mass, sigma_obs, group_tol):
-    from massmap_xr.cube import catalog_hash
+def prior_token(prior):
+    """A hashable key of the mass prior's *content*, or None if it has none.
 
+    A table prior (a DataArray or :class:`~massmap_xr.model.prior.TablePrior`) is keyed by a
+    digest of its redshifts, masses and values, so a new object holding the same table (as
+    each call of a script or of the CLI makes) finds the cached likelihood; other hashable
+    priors (``TinkerPrior`` compares by its settings) key by themselves.
+    """
+    import hashlib
+
+    from massmap_xr.model.prior import TablePrior
+
+    if prior is None:
+        return ("default",)
+    if isinstance(prior, xr.DataArray):
+        prior = TablePrior(prior)
+    if isinstance(prior, TablePrior):
+        h = hashlib.blake2b(digest_size=16)
+        for a in (prior._z, prior._log_m, prior._log_v):
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        return ("TablePrior", h.hexdigest())
     try:
         hash(prior)
     except TypeError:
         return None
+    return prior
+
+
+def _cache_key(catalog, prior, mass, sigma_obs, group_tol, extra=()):
+    from massmap_xr.cube import catalog_hash
+
+    prior = prior_token(prior)
+    if prior is None:
+        return None
     m = None if mass is None else np.asarray(mass, dtype=np.float64)
     mkey = None if m is None else (m.shape, m.tobytes())
     gkey = None if group_tol is None else tuple(np.atleast_1d(np.asarray(group_tol, dtype=float)).tolist())
-    return (catalog_hash(catalog), prior, mkey, None if sigma_obs is None else float(sigma_obs), gkey)
+    return (catalog_hash(catalog), prior, mkey, None if sigma_obs is None else float(sigma_obs), gkey, *extra)
 
 
 def log_likelihood(catalog: xr.Dataset, alpha1, alpha2, alpha3, alpha4, S, *, prior=None, mass=None,
-                   sigma_obs: float | None = None, group_tol=None) -> np.ndarray:
+                   sigma_obs: float | None = None, group_tol=None, lum_min=None, selection=None) -> np.ndarray:
     """Catalogue log-likelihood Σ_k ln P(L_obs,k | z_k, α, S) at one or many hyperparameter points.
 
     The per-halo likelihood integrates the closed-form P(ln L_obs | M) (log-normal of width
@@ -460,6 +553,9 @@ def log_likelihood(catalog: xr.Dataset, alpha1, alpha2, alpha3, alpha4, S, *, pr
     group_tol : float or (float, float), optional
         Group halos in (z, ln L_obs) cells of this size (approximate; see
         :meth:`CatalogLikelihood.grouping_error`).  Default: exact sum over halos.
+    lum_min, selection : optional
+        Flux limit (a number or a callable of z) and completeness S(L_obs, z) of a selected
+        catalogue; see :class:`CatalogLikelihood`.
 
     Returns
     -------
@@ -473,10 +569,11 @@ def log_likelihood(catalog: xr.Dataset, alpha1, alpha2, alpha3, alpha4, S, *, pr
     >>> log_likelihood(cat, 10.709, 0.359, 2.35e14, 1.10, [0.1, 0.155, 0.3]).shape
     (3,)
     """
-    key = _cache_key(catalog, prior, mass, sigma_obs, group_tol)
+    key = _cache_key(catalog, prior, mass, sigma_obs, group_tol, Selection(lum_min, selection).key())
     like = _CACHE.get(key) if key is not None else None
     if like is None:
-        like = CatalogLikelihood(catalog, prior, mass, sigma_obs=sigma_obs, group_tol=group_tol)
+        like = CatalogLikelihood(catalog, prior, mass, sigma_obs=sigma_obs, group_tol=group_tol, lum_min=lum_min,
+                                 selection=selection)
         _CACHE.clear()
         if key is not None:
             _CACHE[key] = like

@@ -20,12 +20,12 @@ import warnings
 
 import numpy as np
 
-from massmap_xr.errors import InferenceError, MassmapWarning
+from massmap_xr.errors import ConvergenceWarning, InferenceError, MassmapWarning
 from massmap_xr.inference.hyperprior import HyperPrior
 from massmap_xr.inference.likelihood import CatalogLikelihood
 from massmap_xr.model.relation import HYPER_NAMES
 
-__all__ = ["HyperPosterior", "check_int", "importance_sample", "laplace", "sample_emcee", "split_rhat", "t_logpdf"]
+__all__ = ["HyperPosterior", "check_convergence", "check_int", "importance_sample", "laplace", "sample_emcee", "split_rhat", "t_logpdf"]
 
 
 class HyperPosterior:
@@ -273,4 +273,45 @@ def sample_emcee(target: HyperPosterior, y_map: np.ndarray, cov: np.ndarray, n: 
         attrs[f"rhat_{k}"] = float(rhat[j])
     attrs["ess"] = float(min(attrs[f"ess_{k}"] for k in hp.free))
     attrs["ess_fraction"] = attrs["ess"] / n_kept
+    check_convergence(attrs, hp.free, kept.shape[0], n_burn, thin)
     return theta, w, ll, chain, draw, attrs
+
+
+#: split-R-hat above which a run counts as not converged
+RHAT_MAX = 1.01
+#: chain length, in integrated autocorrelation times, for a reliable estimate of tau
+TAU_FACTOR = 50
+
+
+def check_convergence(attrs: dict, free, n_kept_steps: int, n_burn: int, thin: int) -> bool:
+    """ConvergenceWarning (and False) unless R-hat <= 1.01 and the kept chains span >= 50 tau.
+
+    The message names the parameters at fault and the number of steps after burn-in that
+    would suffice (50 × the largest τ, at least the current length × (R̂ - 1)/0.01 for an R̂
+    problem), and the burn-in to use (at least 5 τ).  ``attrs`` gains ``converged`` (0/1) and
+    ``n_steps_suggested``.
+    """
+    tau = np.array([attrs[f"autocorr_time_{k}"] for k in free], dtype=float)
+    rhat = np.array([attrs[f"rhat_{k}"] for k in free], dtype=float)
+    tau_max = float(np.nanmax(tau)) if np.any(np.isfinite(tau)) else float("nan")
+    problems = []
+    bad_r = [f"{k} {r:.3f}" for k, r in zip(free, rhat, strict=True) if not r <= RHAT_MAX]
+    if bad_r:
+        problems.append(f"split R-hat > {RHAT_MAX} ({', '.join(bad_r)})")
+    if not n_kept_steps >= TAU_FACTOR * tau_max:
+        problems.append(f"the chains after burn-in ({n_kept_steps} steps) are shorter than {TAU_FACTOR} "
+                        f"autocorrelation times (tau max {tau_max:.1f}), so tau is unreliable")
+    need = TAU_FACTOR * tau_max if np.isfinite(tau_max) else 2.0 * n_kept_steps
+    if bad_r and np.any(np.isfinite(rhat)):
+        need = max(need, n_kept_steps * (float(np.nanmax(rhat)) - 1.0) / (RHAT_MAX - 1.0))
+    need = int(np.ceil(max(need, n_kept_steps + 1) / thin) * thin) if problems else n_kept_steps
+    burn = max(n_burn, int(np.ceil(5 * tau_max))) if np.isfinite(tau_max) else 2 * n_burn
+    attrs["converged"] = int(not problems)
+    attrs["n_steps_suggested"] = int(need)
+    if problems:
+        warnings.warn(
+            f"emcee: not converged: {'; '.join(problems)}; run about {need} steps after burn-in "
+            f"(n_burn={burn}, n={need // thin} x walkers draws at thin={thin}, or a larger thin)",
+            ConvergenceWarning, stacklevel=4,
+        )
+    return not problems
