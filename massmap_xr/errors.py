@@ -27,6 +27,7 @@ __all__ = [
     "InferenceError",
     "OutputExistsError",
     "StoreExistsError",
+    "RecipeVersionError",
     "MassmapWarning",
     "CatalogWarning",
     "format_offenders",
@@ -207,3 +208,8 @@ def check_output(path, *, overwrite: bool, what: str, exists: bool | None = None
         exists = "://" not in text and os.path.lexists(text)
     if exists:
         raise error(f"{what}: {os.fspath(path)!r} already exists; {hint}")
+
+
+class RecipeVersionError(StoreError):
+    """A recipe store (computed on read) was written by another massmap_xr or kernel version than the
+    installed one, so recomputing it would not give the values it stands for."""

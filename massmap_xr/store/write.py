@@ -536,6 +536,7 @@ def to_store(
     inner_halo_chunk: int | None = None,
     progress: bool = True,
     storage_options: dict | None = None,
+    materialize: bool = True,
 ) -> str:
     """Write a posterior cube to a Zarr (format 3) store, slab by slab.
 
@@ -571,6 +572,11 @@ def to_store(
         Show a progress bar (halos/s and ETA).
     storage_options : dict, optional
         Passed to fsspec for URLs.
+    materialize : bool, default True
+        ``False`` writes a *recipe store* instead (:mod:`massmap_xr.store.recipe`): every input of
+        the cube (catalogue, hyperparameters, prior table, mass grid, build options, content hashes)
+        and no posterior chunks; :func:`open_store` recomputes the posterior on read, bit-identical
+        to the materialised store.  ``resume`` does not apply (a recipe is written in one step).
 
     Returns
     -------
@@ -590,6 +596,14 @@ def to_store(
     if mode not in ("w-", "w"):
         raise StoreError(f"to_store: mode must be 'w-' (refuse existing) or 'w' (replace), got {mode!r}")
     path = StoreLocation.of(path, storage_options)  # resolved once, passed on
+    if not materialize:
+        from massmap_xr.store.recipe import write_recipe
+
+        if resume:
+            raise StoreError("to_store: resume=True does not apply to a recipe store (materialize=False), which is "
+                             "written in one step; pass mode='w' to write it again")
+        return write_recipe(ds, path, mode=mode, realization_chunk=realization_chunk,
+                            inner_halo_chunk=inner_halo_chunk, storage_options=storage_options)
     if resume and store_exists(path, storage_options):
         _, build_id = _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chunk)
         if dict(open_group(path, storage_options).attrs).get(STATUS) == "complete":
