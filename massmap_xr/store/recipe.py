@@ -59,7 +59,7 @@ from massmap_xr.store.location import (
 )
 
 __all__ = ["KIND", "RECIPE", "RECIPE_KIND_TEXT", "MATERIALISED_KIND_TEXT", "is_recipe", "kernel_outputs",
-           "open_recipe", "rebuild_cube", "recipe_info", "verify_recipe", "write_recipe"]
+           "open_recipe", "rebuild_cube", "recipe_info", "refuse_recipe", "verify_recipe", "write_recipe"]
 
 #: root attribute naming the kind of a store ("recipe"; absent in a materialised store)
 KIND = "massmap_store_kind"
@@ -70,11 +70,22 @@ MATERIALISED_KIND_TEXT = "materialised store"
 #: halo slabs recomputed and compared with the cube when a recipe is written from a cube whose
 #: posterior is not the very computation the recipe would run (e.g. a cube read from a store)
 _SPOT_SLABS = 3
+#: values per stored chunk of an input variable along halo (rounded to whole slabs)
+_HALO_VALUES = 2**20
 
 
 def is_recipe(attrs: dict) -> bool:
     """Whether a store's root attributes are those of a recipe store."""
     return attrs.get(KIND) == "recipe"
+
+
+def refuse_recipe(attrs: dict, path, what: str) -> None:
+    """StoreError if the store is a recipe store: it has no posterior chunks to write, seal or extend."""
+    if is_recipe(attrs):
+        raise StoreError(
+            f"{what}: {str(path)!r} is a {RECIPE_KIND_TEXT}: it holds no posterior chunks to write, finalise, resume "
+            "or append to. Materialise it first (massmap materialize RECIPE -o STORE), or write a new recipe from "
+            "the extended catalogue / hyperparameters (to_store(cube, path, mode='w', materialize=False))")
 
 
 def kernel_outputs(ds: xr.Dataset) -> list[str]:
@@ -203,6 +214,13 @@ def _write(ds: xr.Dataset, path, storage_options, mode: str, what: str) -> None:
     create_root(path, storage_options, mode, what)
     layout = read_layout(ds.attrs, path)
     enc = {k: v for k, v in encoding_for(ds, layout).items() if k in ds.variables}
+    # the inputs along halo in chunks of whole slabs, about 2^20 values each (not one per slab: a catalogue of
+    # 10^6 halos would otherwise be thousands of tiny files per variable); reads rechunk them into slabs
+    step = layout.halo_chunk * max(1, _HALO_VALUES // layout.halo_chunk)
+    for k, e in enc.items():
+        if "halo" in ds[k].dims:
+            e["chunks"] = tuple(max(1, min(step, n)) if d == "halo" else c
+                                for d, n, c in zip(ds[k].dims, ds[k].shape, e["chunks"], strict=True))
     ds.to_zarr(zarr_store(path, storage_options), mode="w-", consolidated=False, zarr_format=3, encoding=enc)
     group = open_group(path, storage_options, mode="r+")
     rec = _record(dict(group.attrs))
@@ -334,7 +352,8 @@ def open_recipe(path, group, attrs: dict, *, storage_options=None, chunks="store
                              + "; ".join(problems) + f"; run `massmap verify {path}`, then write the recipe again")
     store_chunks = {"halo": layout.halo_chunk, "mass": -1, "realization": layout.realization_shard}
     ds = xr.open_zarr(zarr_store(path, storage_options, read_only=True), consolidated=False, zarr_format=3,
-                      chunks=store_chunks)
+                      chunks={})
+    ds = ds.chunk({k: v for k, v in store_chunks.items() if k in ds.dims})  # the chunks of a materialised store
     outputs = list((rec.get("outputs") or {"posterior": {}}).keys())
     rebuilt = rebuild_cube(ds, attrs, layout.halo_chunk)
     for k in outputs:

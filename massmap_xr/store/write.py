@@ -102,6 +102,7 @@ from massmap_xr.store.location import (
     swap_in,
     zarr_store,
 )
+from massmap_xr.store.recipe import refuse_recipe
 from massmap_xr.store.slabs import SlabJob, run_jobs
 
 
@@ -364,6 +365,7 @@ def _write_slabs(ds: xr.Dataset, path: str, storage_options, *, halo_chunks=None
     group = open_group(path, storage_options, mode="r+")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
+    refuse_recipe(attrs, path, "write_slabs")
     if not template_complete(group, attrs):
         raise StoreError(f"store {path!r} has an incomplete template (its creation was interrupted); "
                          "create it again with init_store(..., mode='w') or to_store(..., resume=True)")
@@ -434,6 +436,7 @@ def finalize(path: str, storage_options, build_id, *, from_append: bool) -> str:
     group = open_group(path, storage_options, mode="r+")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
+    refuse_recipe(attrs, path, "finalize_store")
     if PENDING in attrs and not from_append:
         op = pending_record(attrs).get("operation")
         raise StoreError(f"cannot finalise {path!r}: an interrupted {op} is pending; finish it by calling {op}() "
@@ -491,6 +494,7 @@ def _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chu
         layout, rds = layout_for(ds, realization_chunk, inner_halo_chunk)
         return layout, _write_template(rds, path, layout, storage_options)
     check_schema(attrs, path)
+    refuse_recipe(attrs, path, "to_store(resume=True)")
     if PENDING in attrs:
         op = pending_record(attrs)["operation"]
         raise StoreError(f"cannot resume {path!r}: it has an interrupted {op}; finish it by calling {op}() again "
