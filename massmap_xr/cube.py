@@ -358,12 +358,9 @@ def build_posterior(
             "catalog_hash": catalog_hash(catalog),
             "hyper_hash": hyper_hash(hyper),
             **{f"prior_{k}" if not k.startswith("prior") else k: v for k, v in prior.describe().items()},
+            **{k: v for k, v in catalog.attrs.items() if isinstance(v, (str, int, float)) and not k.startswith("massmap")},
         },
     )
-    # the catalogue's own attributes ride along, but never override the cube's (a catalogue taken from
-    # another cube carries its method, n_lum, mc_seed, ... which would misdescribe this one)
-    ds.attrs.update({k: v for k, v in catalog.attrs.items()
-                     if isinstance(v, (str, int, float)) and not k.startswith("massmap") and k not in ds.attrs})
     for c in ("chain", "draw"):
         if c in hyper.coords:
             ds = ds.assign_coords({c: ("realization", hyper[c].values)})

@@ -89,6 +89,7 @@ def test_prior_table_whose_logs_do_not_round_trip_is_rebuilt_exactly(tmp_path):
 def test_monte_carlo_recipe_is_bit_identical(tmp_path):
     base = table_prior_cube(20, 3, chunks=8)[0]
     cat = base[["z", "lum_obs", "sigma_obs"]].assign_coords(ra=base["ra"], dec=base["dec"])
+    cat.attrs = {}  # not the analytic cube's method, n_lum, mc_seed (a catalogue's attributes ride into the cube)
     prior = mm.model.prior.prior_from_attrs(base.attrs, base["prior_z"], base["prior_dndm"])
     cube = mm.build_posterior(cat, base[["alpha1", "alpha2", "alpha3", "alpha4", "S", "weight"]], prior=prior,
                               mass=base["mass"].values, method="montecarlo", n_lum=20, seed=5, chunks=8)
