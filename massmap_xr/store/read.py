@@ -47,6 +47,12 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
 
     Opening never writes: every file of the store keeps its bytes and modification time.
 
+    A recipe store (``to_store(..., materialize=False)``, :mod:`massmap_xr.store.recipe`) opens as the
+    same Dataset, its ``posterior`` recomputed by the kernel block by block when dask asks for it
+    (bit-identical to the materialised store); ``verify`` then checks the recorded SHA-256 of every
+    stored input at opening, and another package or kernel version raises
+    :class:`~massmap_xr.errors.RecipeVersionError`.
+
     Reads are checked (``verify=True``, the default): each posterior chunk is compared, when dask computes it,
     with the CRC-32 the store recorded for that position at write time, so a flipped bit, a shard
     file copied over another one or a deleted shard raises a :class:`StoreError` naming the
