@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 
 from massmap_xr import accessor, errors  # noqa: F401
-from massmap_xr._version import SCHEMA_VERSION, __version__
+from massmap_xr._version import KERNEL_VERSION, SCHEMA_VERSION, __version__
 from massmap_xr.catalog import mock_catalog, read_catalog, seed_field
 from massmap_xr.cube import build_posterior
 from massmap_xr.model.hyper import from_arviz, read_hyper, reddick2013
@@ -41,6 +41,7 @@ _LAZY_FUNCTIONS = {
 __all__ = [
     "__version__",
     "SCHEMA_VERSION",
+    "KERNEL_VERSION",
     "build_posterior",
     "mock_catalog",
     "read_catalog",

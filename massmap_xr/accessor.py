@@ -64,7 +64,7 @@ class _Accessor:
 class MassmapAccessor(_Accessor):
     """Posterior-cube methods on an :class:`xarray.Dataset`: ``ds.massmap.<method>(...)``.
 
-    Storage: ``to_store(path)``, ``init_store(path)`` + ``write_slabs(path, halo_range=...)``
+    Storage: ``to_store(path)`` (``materialize=False``: a recipe store, computed on read), ``init_store(path)`` + ``write_slabs(path, halo_range=...)``
     (several writers), ``append_halos_to(path)``, ``append_realizations_to(path)``.
     Analysis: ``marginalize``, ``cdf``, ``summary``, ``quantile``, ``fit_normal``, ``sample``,
     ``calibration``, ``halo_prior``.  Figures: ``plot_posterior``, ``plot_calibration``,

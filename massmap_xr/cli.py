@@ -8,6 +8,8 @@ Sub-commands::
     massmap finalize STORE            check and seal a store written by several writers
     massmap append-halos STORE CATALOG           add halos with the store's model
     massmap append-realizations STORE --hyper F  add hyperparameter draws for the stored halos
+    massmap materialize RECIPE -o STORE          compute a recipe store into a materialised store
+    massmap materialize --recipe STORE -o RECIPE the recipe (inputs only) of a store
     massmap info STORE                describe a store
     massmap verify STORE              re-check a store's checksums and invariants
     massmap summary STORE -o F        per-halo summaries to CSV or NetCDF
@@ -90,6 +92,14 @@ def cmd_build(args) -> int:
     n = cube.sizes
     t0 = time.perf_counter()
     mode = "w" if args.overwrite else "w-"
+    if args.recipe:
+        if args.init_only or args.halo_range is not None or args.resume:
+            raise MassmapError("--recipe writes the store in one step: it cannot be combined with --init-only, "
+                               "--halo-range or --resume")
+        to_store(cube, args.output, mode=mode, materialize=False)
+        print(f"wrote recipe store {args.output}: {n['halo']} halos x {n['mass']} masses x {n['realization']} "
+              f"realizations, computed on read, in {time.perf_counter() - t0:.1f} s")
+        return 0
     if args.init_only:
         layout = init_store(cube, args.output, mode=mode)
         print(f"initialised {args.output}: {layout.n_halo_chunks} slabs of {layout.halo_chunk} halos; write them "
@@ -144,6 +154,20 @@ def cmd_append_realizations(args) -> int:
     cat = ds[[k for k in ds.data_vars if ds[k].dims == ("halo",)]]
     append_realizations(build_like_store(cat, args.store, hyper=hyper), args.store, progress=not args.quiet)
     print(f"appended {hyper.sizes['realization']} realizations to {args.store}")
+    return 0
+
+
+def cmd_materialize(args) -> int:
+    from massmap_xr.store import open_store, store_info, to_store
+
+    if "://" not in args.source and not os.path.exists(args.source):
+        raise StoreError(f"{args.source!r} does not exist; give the path of a massmap store")
+    t0 = time.perf_counter()
+    ds = open_store(args.source)
+    to_store(ds, args.output, mode="w" if args.overwrite else "w-", materialize=not args.recipe,
+             progress=not args.quiet)
+    print(f"wrote {args.output} ({store_info(args.output)['kind']}) from {args.source} in "
+          f"{time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -294,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--chunks", type=int, default=None, help="halos per slab")
     b.add_argument("--resume", action="store_true", help="finish an interrupted build of the same cube")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    b.add_argument("--recipe", action="store_true",
+                   help="write a recipe store: the inputs only, the posterior is recomputed on read")
     w = b.add_mutually_exclusive_group()
     w.add_argument("--init-only", action="store_true",
                    help="only create the store (metadata, no posterior values) for several writers")
@@ -326,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="kind of the draws: 'prior' (weighted per halo by its evidence in the analysis) or 'posterior' (draws of this catalogue's hyper-posterior); default: the store's kind")
     ar.add_argument("--quiet", action="store_true")
     ar.set_defaults(func=cmd_append_realizations)
+
+    mz = sub.add_parser("materialize", help="compute a recipe store into a materialised store (or, with --recipe, "
+                        "write the recipe of a store)")
+    mz.add_argument("source", help="a recipe store (or, with --recipe, any massmap store)")
+    mz.add_argument("-o", "--output", required=True, help="the store to write")
+    mz.add_argument("--recipe", action="store_true", help="write a recipe store (inputs only) instead")
+    mz.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    mz.add_argument("--quiet", action="store_true")
+    mz.set_defaults(func=cmd_materialize)
 
     i = sub.add_parser("info", help="describe a store")
     i.add_argument("store")
@@ -435,7 +470,7 @@ def _check_output_place(args) -> None:
         above = os.path.dirname(above)
     if not os.path.isdir(above):
         raise MassmapError(f"-o {str(out)!r}: {above!r} is a file, not a directory; choose an output path in a directory")
-    if above != parent and args.command != "build":  # a store's missing directories are created
+    if above != parent and args.command not in ("build", "materialize"):  # a store's missing directories are created
         raise MassmapError(f"-o {str(out)!r}: directory {parent!r} does not exist; create it (mkdir -p {parent}) "
                            "or choose another output path")
     if not os.access(above, os.W_OK | os.X_OK):

@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from massmap_xr._version import SCHEMA_VERSION, __version__
+from massmap_xr._version import KERNEL_VERSION, SCHEMA_VERSION, __version__
 from massmap_xr.catalog import check_sigma_obs, validate_catalog
 from massmap_xr.errors import AnalysisError, CatalogWarning, MassmapError, StoreError, format_offenders
 from massmap_xr.kernels.edges import EDGE_THRESHOLD, edge_check
@@ -31,7 +31,7 @@ from massmap_xr.kernels.posterior import (
     trapezoid_weights,
 )
 from massmap_xr.model.hyper import as_hyper, hyper_hash, hyper_kind
-from massmap_xr.model.prior import as_prior, check_mass_grid, default_mass_grid
+from massmap_xr.model.prior import as_prior, check_mass_grid, default_mass_grid, log_dndm
 from massmap_xr.model.redshift import (
     DEFAULT_N_NODES,
     DEFAULT_N_SIGMA,
@@ -308,7 +308,11 @@ def build_posterior(
     validate_catalog(catalog, z_range=prior.z_range)
     mass = check_mass_grid(default_mass_grid() if mass is None else mass, "build_posterior", error=MassmapError)
     sigma_obs = check_sigma_obs(sigma_obs, catalog, "build_posterior")
-    z_nodes, log_table = prior.log_table(mass)
+    # the kernel reads the table the cube records (prior_dndm): a TablePrior rebuilt from that table
+    # (a recipe store, computed on read) gives the same posterior bit for bit
+    prior_da = prior.table(mass).rename("prior_dndm")
+    z_nodes = np.asarray(prior_da["prior_z"].values, dtype=float)
+    log_table = log_dndm(prior_da.values)
     if np.all(log_table <= ZERO_PRIOR_LOG):
         raise MassmapError("the prior is zero on the whole mass grid; choose a mass grid inside the prior's range")
 
@@ -374,7 +378,6 @@ def build_posterior(
     if "sigma_obs" not in cat_vars:
         attrs = {"long_name": "observational log-normal scatter of L_obs (natural log)", "units": "1"}
         cat_vars["sigma_obs"] = xr.DataArray(sig, dims="halo", attrs=attrs)
-    prior_da = prior.table(mass).rename("prior_dndm")
     ds = xr.Dataset(
         {
             "posterior": (("halo", "mass", "realization"), post, dict(CUBE_ATTRS)),
@@ -396,6 +399,7 @@ def build_posterior(
             "title": "massmap_xr halo mass posterior cube",
             "massmap_schema_version": SCHEMA_VERSION,
             "massmap_version": __version__,
+            "kernel_version": KERNEL_VERSION,
             "method": method,
             "n_lum": int(n_lum) if method == "montecarlo" else 0,
             "mc_seed": int(seed),

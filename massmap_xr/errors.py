@@ -27,6 +27,7 @@ __all__ = [
     "InferenceError",
     "OutputExistsError",
     "StoreExistsError",
+    "RecipeVersionError",
     "MassmapWarning",
     "CatalogWarning",
     "format_offenders",
@@ -217,3 +218,8 @@ class ConvergenceWarning(MassmapWarning):
     integrated autocorrelation times (the autocorrelation estimate is then unreliable); the
     message names the number of steps that would suffice.
     """
+
+
+class RecipeVersionError(StoreError):
+    """A recipe store (computed on read) was written by another massmap_xr or kernel version than the
+    installed one, so recomputing it would not give the values it stands for."""

@@ -29,11 +29,21 @@ import xarray as xr
 from massmap_xr.errors import MassmapError, PriorError, format_offenders
 
 __all__ = ["MassPrior", "TinkerPrior", "TablePrior", "as_prior", "check_mass_grid", "cosmology_json",
-           "cosmology_key", "cosmology_label", "default_mass_grid", "read_prior_table", "prior_from_attrs", "resolve_cosmology"]
+           "cosmology_key", "cosmology_label", "default_mass_grid", "read_prior_table", "prior_from_attrs", "resolve_cosmology",
+           "log_dndm"]
 
 #: ln-density assigned where a prior is zero (outside its mass range); finite so that
 #: arithmetic stays NaN-free, small enough that exp() of it is exactly zero.
 LOG_ZERO = -1.0e4
+
+
+def log_dndm(values) -> np.ndarray:
+    """ln of a dn/dM table, :data:`LOG_ZERO` where it is zero (the one rule turning a table into logs:
+    :class:`TablePrior` and the posterior kernel's input both use it)."""
+    v = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(v > 0, np.log(np.where(v > 0, v, 1.0)), LOG_ZERO)
+
 
 
 def default_mass_grid(n: int = 400, log10_min: float = 8.0, log10_max: float = 15.5) -> np.ndarray:
@@ -460,15 +470,24 @@ class TablePrior(MassPrior):
         if np.any(v.max(axis=1) <= 0):
             raise PriorError("prior table: a redshift row is zero everywhere")
         self._z = z
+        self._m, self._v = m, v
         self._log_m = np.log(m)
-        with np.errstate(divide="ignore"):
-            self._log_v = np.where(v > 0, np.log(np.where(v > 0, v, 1.0)), LOG_ZERO)
+        self._log_v = log_dndm(v)
         self.z_range = (float(z[0]), float(z[-1]))
         self._attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (str, int, float))}
 
     def log_table(self, mass):
         log_m = np.log(check_mass_grid(mass, "TablePrior", min_size=1, increasing=False))
         return self._z, np.stack([_interp_mass(self._log_m, row, log_m) for row in self._log_v])
+
+    def table(self, mass: np.ndarray | None = None) -> xr.DataArray:
+        """dn/dM on the redshift nodes and ``mass``; on the table's own mass grid its values exactly
+        (not exp of their logs, which can differ in the last bit), so a table recorded by a cube and
+        read back is the same table."""
+        out = super().table(mass)
+        if out.sizes["mass"] == self._m.size and np.array_equal(np.asarray(out["mass"].values, float), self._m):
+            out = out.copy(data=self._v.copy())
+        return out
 
     def describe(self):
         return {"prior": "TablePrior", **{f"table_{k}": v for k, v in self._attrs.items()}}

@@ -12,7 +12,8 @@ for the analysis; ``stores/README.md`` specifies the format.
 - ``append``: append_halos, append_realizations;
 - ``read``: open_store, store_info;
 - ``verify``: VerifyReport, verify_store;
-- ``rebuild``: build_like_store (a cube built with a store's recorded model).
+- ``rebuild``: build_like_store (a cube built with a store's recorded model);
+- ``recipe``: recipe stores (inputs only, the posterior recomputed on read: to_store(materialize=False)).
 """
 
 # the bookkeeping attribute names (the store format, stores/README.md) are importable here too

@@ -42,6 +42,7 @@ from massmap_xr.store.layout import (
     read_layout,
 )
 from massmap_xr.store.location import StoreLocation, open_group
+from massmap_xr.store.recipe import refuse_recipe
 from massmap_xr.store.slabs import (
     SlabJob,
     run_jobs,
@@ -74,6 +75,7 @@ def _begin_append(path, ds: xr.Dataset, operation: str, hash_name: str, storage_
     group = open_group(path, storage_options, mode="r+")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
+    refuse_recipe(attrs, path, operation)
     cube_hash = cube_hashes(ds)[hash_name]
     return path, group, attrs, cube_hash, _start_append(group, attrs, path, operation, cube_hash), ds
 

@@ -49,6 +49,12 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
 
     Opening never writes: every file of the store keeps its bytes and modification time.
 
+    A recipe store (``to_store(..., materialize=False)``, :mod:`massmap_xr.store.recipe`) opens as the
+    same Dataset, its ``posterior`` recomputed by the kernel block by block when dask asks for it
+    (bit-identical to the materialised store); ``verify`` then checks the recorded SHA-256 of every
+    stored input at opening, and another package or kernel version raises
+    :class:`~massmap_xr.errors.RecipeVersionError`.
+
     Reads are checked (``verify=True``, the default): each posterior chunk is compared, when dask computes it,
     with the CRC-32 the store recorded for that position at write time, so a flipped bit, a shard
     file copied over another one or a deleted shard raises a :class:`StoreError` naming the
@@ -101,6 +107,11 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
             f"store {path!r} is incomplete (build status {status!r}): its build was interrupted or is still "
             f"running; {how}, or pass allow_incomplete=True to look at it anyway"
         )
+    from massmap_xr.store.recipe import is_recipe, open_recipe
+
+    if is_recipe(attrs):  # a recipe store: the posterior is recomputed on read
+        _check_open_chunks(chunks)
+        return open_recipe(path, group, attrs, storage_options=storage_options, chunks=chunks, verify=verify)
     try:
         layout = read_layout(attrs, path)
         store_chunks = {"halo": layout.halo_chunk, "mass": -1, "realization": layout.realization_shard}
@@ -146,10 +157,16 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
 
 
 def store_info(path, storage_options=None) -> dict:
-    """Summary of a store (sizes, status, schema, method, chunks, checksums) without reading the cube."""
+    """Summary of a store (kind, sizes, status, schema, method, chunks, checksums) without reading the cube.
+
+    ``kind`` is ``"materialised store"`` or ``"recipe store (computed on read)"``."""
+    from massmap_xr.store.recipe import MATERIALISED_KIND_TEXT, is_recipe, recipe_info
+
     group = open_group(str(path), storage_options, mode="r")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
+    if is_recipe(attrs):
+        return recipe_info(group, attrs, path)
     post = group["posterior"]
     crc = group[CRC_NAME][...] if CRC_NAME in group else np.zeros((0, 0))
     norm = group[NORM_NAME][...] if NORM_NAME in group else np.zeros((0, 0))
@@ -157,6 +174,7 @@ def store_info(path, storage_options=None) -> dict:
     shards = getattr(post, "shards", None)
     return {
         "path": str(path),
+        "kind": MATERIALISED_KIND_TEXT,
         "status": attrs.get(STATUS),
         "pending": pending_record(attrs).get("operation") if PENDING in attrs else None,
         "schema_version": attrs.get("massmap_schema_version"),

@@ -45,13 +45,15 @@ class VerifyReport:
     path: str
     n_chunks: int
     problems: list
+    #: what ``n_chunks`` counts: posterior chunks, or the variables of a recipe store
+    unit: str = "chunks"
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def __str__(self) -> str:
-        head = f"{self.path}: {self.n_chunks} chunks checked, "
+        head = f"{self.path}: {self.n_chunks} {self.unit} checked, "
         if self.ok:
             return head + "all intact"
         return head + f"{len(self.problems)} problem(s):\n  - " + "\n  - ".join(self.problems)
@@ -121,6 +123,11 @@ def verify_store(path, *, storage_options: dict | None = None, check_normalisati
     hyperparameter hashes, the weights' sum, and (optionally) the trapezoid normalisation of
     every (halo, realization) against both the tolerance and the value recorded at write time.
 
+    A recipe store (no posterior chunks, :mod:`massmap_xr.store.recipe`) is checked against the
+    SHA-256 it recorded for every stored variable (catalogue, hyperparameters, prior table), its
+    catalogue and hyperparameter hashes and its package and kernel versions; each altered
+    variable is named.
+
     Returns
     -------
     VerifyReport
@@ -128,10 +135,14 @@ def verify_store(path, *, storage_options: dict | None = None, check_normalisati
     """
     path = str(path)
     problems: list[str] = []
+    from massmap_xr.store.recipe import is_recipe, verify_recipe
+
     try:
         group = open_group(path, storage_options, mode="r")
         attrs = dict(group.attrs)
         check_schema(attrs, path)
+        if is_recipe(attrs):  # no posterior chunks: the recorded content hashes of every input are checked
+            return VerifyReport(path, *verify_recipe(group, attrs, path), unit="recipe variables (SHA-256)")
         layout = read_layout(attrs, path)
         post = group["posterior"]
         crc = group[CRC_NAME][...]

@@ -102,6 +102,7 @@ from massmap_xr.store.location import (
     swap_in,
     zarr_store,
 )
+from massmap_xr.store.recipe import refuse_recipe
 from massmap_xr.store.slabs import (
     SlabJob,
     empty_slab_variables,
@@ -374,6 +375,7 @@ def _write_slabs(ds: xr.Dataset, path: str, storage_options, *, halo_chunks=None
     group = open_group(path, storage_options, mode="r+")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
+    refuse_recipe(attrs, path, "write_slabs")
     if not template_complete(group, attrs):
         raise StoreError(f"store {path!r} has an incomplete template (its creation was interrupted); "
                          "create it again with init_store(..., mode='w') or to_store(..., resume=True)")
@@ -446,6 +448,7 @@ def finalize(path: str, storage_options, build_id, *, from_append: bool) -> str:
     group = open_group(path, storage_options, mode="r+")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
+    refuse_recipe(attrs, path, "finalize_store")
     if PENDING in attrs and not from_append:
         op = pending_record(attrs).get("operation")
         raise StoreError(f"cannot finalise {path!r}: an interrupted {op} is pending; finish it by calling {op}() "
@@ -503,6 +506,7 @@ def _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chu
         layout, rds = layout_for(ds, realization_chunk, inner_halo_chunk)
         return layout, _write_template(rds, path, layout, storage_options)
     check_schema(attrs, path)
+    refuse_recipe(attrs, path, "to_store(resume=True)")
     if PENDING in attrs:
         op = pending_record(attrs)["operation"]
         raise StoreError(f"cannot resume {path!r}: it has an interrupted {op}; finish it by calling {op}() again "
@@ -548,6 +552,7 @@ def to_store(
     inner_halo_chunk: int | None = None,
     progress: bool = True,
     storage_options: dict | None = None,
+    materialize: bool = True,
 ) -> str:
     """Write a posterior cube to a Zarr (format 3) store, slab by slab.
 
@@ -583,6 +588,11 @@ def to_store(
         Show a progress bar (halos/s and ETA).
     storage_options : dict, optional
         Passed to fsspec for URLs.
+    materialize : bool, default True
+        ``False`` writes a *recipe store* instead (:mod:`massmap_xr.store.recipe`): every input of
+        the cube (catalogue, hyperparameters, prior table, mass grid, build options, content hashes)
+        and no posterior chunks; :func:`open_store` recomputes the posterior on read, bit-identical
+        to the materialised store.  ``resume`` does not apply (a recipe is written in one step).
 
     Returns
     -------
@@ -602,6 +612,14 @@ def to_store(
     if mode not in ("w-", "w"):
         raise StoreError(f"to_store: mode must be 'w-' (refuse existing) or 'w' (replace), got {mode!r}")
     path = StoreLocation.of(path, storage_options)  # resolved once, passed on
+    if not materialize:
+        from massmap_xr.store.recipe import write_recipe
+
+        if resume:
+            raise StoreError("to_store: resume=True does not apply to a recipe store (materialize=False), which is "
+                             "written in one step; pass mode='w' to write it again")
+        return write_recipe(ds, path, mode=mode, realization_chunk=realization_chunk,
+                            inner_halo_chunk=inner_halo_chunk, storage_options=storage_options)
     if resume and store_exists(path, storage_options):
         _, build_id = _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chunk)
         if dict(open_group(path, storage_options).attrs).get(STATUS) == "complete":
