@@ -194,8 +194,13 @@ def swap_in(new, path, storage_options=None) -> None:
         return
     fs, root = filesystem(path, storage_options)
     _, src = filesystem(new, storage_options)
+    fs.invalidate_cache()  # the new store was written through another client: list it afresh
+    objects = fs.find(src)  # objects only: object stores have no directories to copy
     fs.rm(root, recursive=True)
-    fs.mv(src, root, recursive=True)
+    if objects:
+        fs.copy(objects, [root + o[len(src):] for o in objects])
+    fs.rm(src, recursive=True)
+    fs.invalidate_cache()
 
 
 _PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")

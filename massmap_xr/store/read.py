@@ -14,7 +14,7 @@ from massmap_xr.errors import (
 from massmap_xr.store.checked import cell_aligned, check_metadata, checked_posterior
 from massmap_xr.store.checks import check_schema, pending_record
 from massmap_xr.store.layout import BOOKKEEPING, CRC_NAME, NORM_NAME, PENDING, STATUS, TABLES, read_layout
-from massmap_xr.store.location import open_group, store_exists, zarr_store
+from massmap_xr.store.location import StoreLocation, open_group, store_exists, zarr_store
 
 
 def _check_open_chunks(chunks) -> None:
@@ -82,10 +82,11 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
         posterior values are computed, a chunk that differs from what was written at its position.
     """
     _check_open_chunks(chunks)
-    path = str(path)
-    if not store_exists(path, storage_options):
+    loc = StoreLocation.of(path, storage_options)  # resolved once, passed on
+    path, storage_options = str(loc), loc.storage_options
+    if not store_exists(loc, storage_options):
         raise StoreError(f"store {path!r} does not exist")
-    group = open_group(path, storage_options, mode="r")
+    group = open_group(loc, storage_options, mode="r")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
     status = attrs.get(STATUS)
@@ -114,7 +115,7 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
         chunks = store_chunks
 
     def _open(c):
-        return xr.open_zarr(zarr_store(path, storage_options, read_only=True), consolidated=False, zarr_format=3,
+        return xr.open_zarr(zarr_store(loc, storage_options, read_only=True), consolidated=False, zarr_format=3,
                             chunks=c, drop_variables=list(TABLES))
 
     ds = _open(chunks)
@@ -141,7 +142,7 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
 
 def store_info(path, storage_options=None) -> dict:
     """Summary of a store (sizes, status, schema, method, chunks, checksums) without reading the cube."""
-    group = open_group(str(path), storage_options, mode="r")
+    group = open_group(StoreLocation.of(path, storage_options), storage_options, mode="r")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
     post = group["posterior"]
