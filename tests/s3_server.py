@@ -16,17 +16,25 @@ class RequestCounter:
     def __init__(self, app):
         self.app, self.lock = app, threading.Lock()
         self.counts: collections.Counter = collections.Counter()
+        self.by_array: collections.Counter = collections.Counter()  # requests per top-level key of a store
+        self.log: list | None = None  # set to a list to record every request
 
     def __call__(self, environ, start_response):
         query = environ.get("QUERY_STRING", "")
         kind = "list" if "list-type" in query or "prefix=" in query else "delete" if "delete" in query else "object"
+        parts = environ.get("PATH_INFO", "").strip("/").split("/")
+        where = parts[2] if len(parts) > 2 else "(root)" if kind == "object" else "(listing)"
         with self.lock:
             self.counts[(environ.get("REQUEST_METHOD", "?"), kind)] += 1
+            self.by_array[where] += 1
+            if self.log is not None:
+                self.log.append(f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}?{query}")
         return self.app(environ, start_response)
 
     def reset(self) -> None:
         with self.lock:
             self.counts.clear()
+            self.by_array.clear()
 
     @property
     def total(self) -> int:

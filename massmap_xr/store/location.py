@@ -80,15 +80,33 @@ def store_exists(path, storage_options=None) -> bool:
 
 
 def open_group(path, storage_options=None, mode="r"):
-    """Open an existing store's group (``mode`` "r" or "r+"); never creates anything on disk."""
-    if mode in ("r", "r+") and not store_exists(path, storage_options):
-        raise StoreError(f"{str(path)!r} does not exist; expected a massmap cube store (check the path, or build "
-                         "one with to_store / massmap build)")
+    """Open an existing store's group (``mode`` "r" or "r+"); never creates anything on disk.
+
+    The group is opened as Zarr format 3 (what massmap writes) with one read of its ``zarr.json``;
+    only when that fails is its existence checked (object stores: no listing per opening) and
+    another format tried, for the messages.  A local path is checked first (opening a missing
+    local store for writing would create its directory).
+    """
+    local = is_local(path)
+    if mode in ("r", "r+") and local and not store_exists(path, storage_options):
+        raise _missing(path)
+    read_only = mode == "r"
     try:
-        return zarr.open_group(zarr_store(path, storage_options, read_only=mode == "r"), mode=mode)
+        return zarr.open_group(zarr_store(path, storage_options, read_only=read_only), mode=mode, zarr_format=3)
+    except (zarr.errors.GroupNotFoundError, FileNotFoundError, KeyError, ValueError, TypeError):
+        pass
+    if mode in ("r", "r+") and not local and not store_exists(path, storage_options):
+        raise _missing(path)
+    try:
+        return zarr.open_group(zarr_store(path, storage_options, read_only=read_only), mode=mode)
     except (zarr.errors.GroupNotFoundError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"{str(path)!r} is not a readable Zarr group ({type(exc).__name__}: {exc}); "
                          "expected a massmap cube store") from None
+
+
+def _missing(path) -> StoreError:
+    return StoreError(f"{str(path)!r} does not exist; expected a massmap cube store (check the path, or build "
+                      "one with to_store / massmap build)")
 
 
 def create_root(path, storage_options, mode, what: str = "to_store"):
