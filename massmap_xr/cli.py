@@ -185,6 +185,12 @@ def cmd_append_realizations(args) -> int:
 def cmd_info(args) -> int:
     from massmap_xr.store import store_info
 
+    if args.history:
+        from massmap_xr.store.versioned import history
+
+        for c in history(args.store, args.storage_options):
+            print(f"{c['snapshot_id']}  {c['written_at']}  {c['message']}")
+        return 0
     for k, v in store_info(args.store, storage_options=args.storage_options).items():
         print(f"{k:>20}: {v}")
     return 0
@@ -357,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="describe a store")
     i.add_argument("store")
+    i.add_argument("--history", action="store_true",
+                   help="list the commits of a versioned store (icechunk://...), newest first")
     storage_options_arg(i)
     i.set_defaults(func=cmd_info)
 

@@ -207,3 +207,8 @@ def check_output(path, *, overwrite: bool, what: str, exists: bool | None = None
         exists = "://" not in text and os.path.lexists(text)
     if exists:
         raise error(f"{what}: {os.fspath(path)!r} already exists; {hint}")
+
+
+class VersionConflictError(StoreError):
+    """A write to a versioned (Icechunk) store conflicts with one committed since it began; nothing
+    of it was committed.  The message names both writes (their halo or realization ranges)."""

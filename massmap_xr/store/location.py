@@ -21,6 +21,8 @@ from massmap_xr.errors import (
     StoreExistsError,
     check_output,
 )
+from massmap_xr.store import versioned
+from massmap_xr.store.versioned import is_versioned
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +56,9 @@ class StoreLocation:
 
 
 def filesystem(path, storage_options):
+    if is_versioned(path):
+        raise StoreError(f"{str(path)!r}: a versioned store has no file system to list or change directly; this "
+                         "operation is not available for icechunk:// stores")
     return StoreLocation.of(path, storage_options).fs_root
 
 
@@ -68,6 +73,9 @@ def local_path(path) -> str:
 
 
 def zarr_store(path, storage_options=None, read_only=False):
+    if is_versioned(path):
+        loc = StoreLocation.of(path, storage_options)
+        return versioned.session_store(loc.path, loc.storage_options, read_only=read_only)
     if is_local(path):
         return zarr.storage.LocalStore(local_path(path), read_only=read_only)
     loc = StoreLocation.of(path, storage_options)
@@ -75,6 +83,9 @@ def zarr_store(path, storage_options=None, read_only=False):
 
 
 def store_exists(path, storage_options=None) -> bool:
+    if is_versioned(path):
+        loc = StoreLocation.of(path, storage_options)
+        return versioned.exists(loc.path, loc.storage_options)
     fs, root = filesystem(path, storage_options)
     return fs.exists(root)
 
@@ -112,6 +123,15 @@ def _missing(path) -> StoreError:
 def create_root(path, storage_options, mode, what: str = "to_store"):
     """Create the store's directory; atomic for local paths (two racing builds cannot both win).
     ``what`` (the writer's name) starts the message refusing an existing store for ``mode="w-"``."""
+    if is_versioned(path):  # inside the write's session: replaced content stays in the history
+        if store_exists(path, storage_options):
+            check_output(str(path), overwrite=mode != "w-", what=what, exists=True, error=StoreExistsError,
+                         hint="refusing to overwrite it. Pass mode='w' to replace it (the old version stays in "
+                              "its history)")
+            refuse_foreign(path, storage_options, what)
+            loc = StoreLocation.of(path, storage_options)
+            versioned.clear(loc.path, loc.storage_options)
+        return
     fs, root = filesystem(path, storage_options)
     if fs.exists(root):
         check_output(str(path), overwrite=mode != "w-", what=what, exists=True, error=StoreExistsError,
@@ -149,6 +169,14 @@ _STATUS_ATTR = "massmap_build_status"
 def foreign_description(path, storage_options=None) -> str | None:
     """``None`` if ``path`` holds a store written by this package (its root ``zarr.json`` carries
     ``massmap_build_status``) or an empty directory; otherwise what is there, for messages."""
+    if is_versioned(path):
+        loc = StoreLocation.of(path, storage_options)
+        try:
+            attrs = versioned.root_attrs(loc.path, loc.storage_options)
+        except Exception:  # noqa: BLE001 - no readable root group
+            attrs = {}
+        return None if _STATUS_ATTR in attrs else (f"{str(path)!r} holds a Zarr group that is not a massmap store "
+                                                   f"(no {_STATUS_ATTR} attribute)")
     fs, root = filesystem(path, storage_options)
     if not fs.isdir(root):
         try:
@@ -249,6 +277,8 @@ def store_key(store) -> str | None:
 
 
 def path_key(path, storage_options) -> str:
+    if is_versioned(path):
+        return f"{versioned.SCHEME}{versioned.split(path)[0]}"
     if is_local(path):
         return os.path.realpath(local_path(path))
     fs, root = filesystem(path, storage_options)

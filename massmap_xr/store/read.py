@@ -11,6 +11,7 @@ from massmap_xr.errors import (
     IncompleteStoreError,
     StoreError,
 )
+from massmap_xr.store import versioned
 from massmap_xr.store.checked import cell_aligned, check_metadata, checked_posterior
 from massmap_xr.store.checks import check_schema, pending_record
 from massmap_xr.store.layout import BOOKKEEPING, CRC_NAME, NORM_NAME, PENDING, STATUS, TABLES, read_layout
@@ -42,7 +43,7 @@ def _check_open_chunks(chunks) -> None:
 
 
 def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | None = None, chunks="store",
-               verify: bool = True) -> xr.Dataset:
+               verify: bool = True, version: str | None = None) -> xr.Dataset:
     """Open a massmap store lazily (dask-backed, read-only) and validate its schema.
 
     Opening never writes: every file of the store keeps its bytes and modification time.
@@ -71,6 +72,9 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
     verify : bool, default True
         Check every posterior chunk read against the store's checksum table (see above).
         ``verify=False`` reads without checking (``massmap verify STORE`` still checks everything).
+    version : str, optional
+        For a versioned store (``icechunk://LOCATION``, :mod:`massmap_xr.store.versioned`): the
+        branch, tag or snapshot id to read (default: the head of branch ``main``).
 
     Raises
     ------
@@ -82,7 +86,7 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
         posterior values are computed, a chunk that differs from what was written at its position.
     """
     _check_open_chunks(chunks)
-    loc = StoreLocation.of(path, storage_options)  # resolved once, passed on
+    loc = StoreLocation.of(versioned.at_version(path, version), storage_options)  # resolved once, passed on
     path, storage_options = str(loc), loc.storage_options
     if not store_exists(loc, storage_options):
         raise StoreError(f"store {path!r} does not exist")

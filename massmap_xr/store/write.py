@@ -103,6 +103,7 @@ from massmap_xr.store.location import (
     zarr_store,
 )
 from massmap_xr.store.slabs import SlabJob, run_jobs
+from massmap_xr.store.versioned import is_versioned, versioned_write
 
 
 def _template(ds: xr.Dataset, layout: StoreLayout) -> xr.Dataset:
@@ -176,6 +177,7 @@ def refuse_own_source(ds, path, storage_options) -> None:
         )
 
 
+@versioned_write("init_store")
 def init_store(
     ds: xr.Dataset,
     path,
@@ -304,6 +306,7 @@ def _select_rows(layout: StoreLayout, cube_start: int, cube_n: int, halo_chunks,
     return rows
 
 
+@versioned_write("write_slabs")
 def write_slabs(
     ds: xr.Dataset,
     path,
@@ -423,6 +426,7 @@ def _missing_cells(crc: np.ndarray, layout: StoreLayout) -> list[str]:
     return [f"slab {i} (halos [{layout.halo_slice(i).start}, {layout.halo_slice(i).stop}))" for i in rows]
 
 
+@versioned_write("finalize_store")
 def finalize_store(path, *, storage_options: dict | None = None, build_id: str | None = None) -> str:
     """Mark a store complete once every posterior cell's checksum is recorded.
 
@@ -546,6 +550,7 @@ def _replace(ds, path, storage_options, realization_chunk, inner_halo_chunk, pro
     swap_in(tmp, path, storage_options)
 
 
+@versioned_write("to_store")
 def to_store(
     ds: xr.Dataset,
     path,
@@ -614,7 +619,7 @@ def to_store(
         _, build_id = _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chunk)
         if dict(open_group(path, storage_options).attrs).get(STATUS) == "complete":
             return str(path)
-    elif mode == "w" and store_exists(path, storage_options):
+    elif mode == "w" and not is_versioned(path) and store_exists(path, storage_options):
         _replace(ds, path, storage_options, realization_chunk, inner_halo_chunk, progress)
         return str(path)
     else:
