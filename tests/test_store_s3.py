@@ -34,6 +34,7 @@ def listing(s3, url) -> list[str]:
     return sorted(fs.find(url.removeprefix("s3://")))
 
 
+@pytest.mark.slow
 def test_build_open_verify_equal_local(s3, table_cube, table_store):
     url = fresh(s3)
     assert st.to_store(table_cube, url, progress=False, inner_halo_chunk=8, realization_chunk=2,
@@ -79,6 +80,7 @@ def test_missing_and_damaged_object_store(s3, table_cube):
         st.open_store(url, storage_options=s3.storage_options)["posterior"].values  # noqa: B018
 
 
+@pytest.mark.slow
 def test_appends_on_s3_equal_one_build_of_the_union(s3):
     so = s3.storage_options
     cube_a, cat_a, hyp = make_cube(40)
@@ -136,6 +138,27 @@ def test_interrupted_build_on_s3_is_resumed(s3):
                           bits(cube["posterior"].values))
 
 
+def test_versioned_store_on_s3(s3):
+    pytest.importorskip("icechunk")
+    from massmap_xr.store import versioned
+
+    so = s3.storage_options
+    path = f"icechunk://s3://{s3.bucket}/repo-{uuid.uuid4().hex[:8]}"
+    cube_a, cat_a, hyp = make_cube(40)
+    st.to_store(cube_a, path, progress=False, storage_options=so)
+    cube_b, cat_b, _ = make_cube(20, seed=12, halo_offset=1000)
+    st.append_halos(cube_b, path, storage_options=so)
+    union = make_cube(catalog=xr.concat([cat_a, cat_b], "halo"), hyper=hyp)[0]
+    assert np.array_equal(bits(st.open_store(path, storage_options=so)["posterior"].values),
+                          bits(union["posterior"].values))
+    log = versioned.history(path, so)
+    assert [c["message"] for c in log[:2]] == ["append_halos of halos [40, 60)",
+                                                "to_store (w-) of 40 halos x 6 realizations"]
+    old = st.open_store(path, storage_options=so, version=log[1]["snapshot_id"])
+    assert np.array_equal(bits(old["posterior"].values), bits(cube_a["posterior"].values))
+    assert st.verify_store(path, storage_options=so).ok
+
+
 def test_recipe_store_on_s3(s3):
     pytest.importorskip("massmap_xr.store.recipe")
     pytest.skip("recipe stores are tested on S3 once massmap_xr.store.recipe is merged")
@@ -152,6 +175,7 @@ def catalog_csv(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_cli_with_storage_options(s3, catalog_csv, tmp_path, capsys):
     from massmap_xr.cli import main
 

@@ -12,10 +12,13 @@ for the analysis; ``stores/README.md`` specifies the format.
 - ``append``: append_halos, append_realizations;
 - ``read``: open_store, store_info;
 - ``verify``: VerifyReport, verify_store;
-- ``rebuild``: build_like_store (a cube built with a store's recorded model).
+- ``rebuild``: build_like_store (a cube built with a store's recorded model);
+- ``versioned``: stores in Icechunk repositories (``icechunk://`` paths): one commit per write,
+  reads by version, history.
 """
 
 # the bookkeeping attribute names (the store format, stores/README.md) are importable here too
+from massmap_xr.store import versioned  # noqa: F401
 from massmap_xr.store.append import append_halos, append_realizations
 from massmap_xr.store.layout import (  # noqa: F401
     BUILD_ID,

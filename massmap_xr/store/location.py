@@ -79,7 +79,17 @@ def zarr_store(path, storage_options=None, read_only=False):
     if is_local(path):
         return zarr.storage.LocalStore(local_path(path), read_only=read_only)
     loc = StoreLocation.of(path, storage_options)
-    return zarr.storage.FsspecStore.from_url(loc.path, storage_options=loc.storage_options or {}, read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(loc.path, storage_options=zarr_options(loc), read_only=read_only)
+
+
+def zarr_options(loc: StoreLocation) -> dict:
+    """fsspec options of the zarr store of an URL.  For S3 (s3fs), objects are read with one GET
+    each (``max_concurrency=1``) unless the options say otherwise: s3fs's concurrent whole-object
+    read first asks for the object's size, a second request per chunk read."""
+    opts = dict(loc.storage_options or {})
+    if loc.path.startswith(("s3://", "s3a://")):
+        opts.setdefault("max_concurrency", 1)
+    return opts
 
 
 def store_exists(path, storage_options=None) -> bool:
