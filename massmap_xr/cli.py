@@ -81,6 +81,40 @@ def _halo_range(text: str) -> tuple[int, int]:
     return a, b
 
 
+def storage_options_arg(q) -> None:
+    """Add ``--storage-options JSON`` (fsspec options of a store URL) to a sub-command taking a store."""
+    q.add_argument("--storage-options", metavar="JSON", default=None,
+                   help="fsspec options of the store URL as a JSON object, e.g. "
+                        "'{\"endpoint_url\": \"http://127.0.0.1:9000\", \"key\": \"...\", \"secret\": \"...\"}', "
+                        "or @FILE.json to read them from a file")
+
+
+def parse_storage_options(text: str | None) -> dict | None:
+    """The dict of ``--storage-options``: a JSON object, or ``@FILE`` holding one; MassmapError otherwise."""
+    import json
+
+    if text is None:
+        return None
+    source = "--storage-options"
+    if text.startswith("@"):
+        source = f"--storage-options {text}"
+        try:
+            with open(text[1:], encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise MassmapError(f"{source}: cannot read the file ({exc.strerror or exc}); give @FILE.json naming a "
+                               "readable JSON file, or the JSON object itself") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise MassmapError(f"{source}: not valid JSON ({exc}); give a JSON object such as "
+                           "'{\"endpoint_url\": \"http://127.0.0.1:9000\"}'") from None
+    if not isinstance(value, dict):
+        raise MassmapError(f"{source}: expected a JSON object of fsspec options, got a {type(value).__name__}; "
+                           "give e.g. '{\"anon\": true}'")
+    return value
+
+
 def cmd_build(args) -> int:
     from massmap_xr.cube import build_posterior
     from massmap_xr.store import init_store, to_store, write_slabs
@@ -101,16 +135,18 @@ def cmd_build(args) -> int:
               f"realizations, computed on read, in {time.perf_counter() - t0:.1f} s")
         return 0
     if args.init_only:
-        layout = init_store(cube, args.output, mode=mode)
+        layout = init_store(cube, args.output, mode=mode, storage_options=args.storage_options)
         print(f"initialised {args.output}: {layout.n_halo_chunks} slabs of {layout.halo_chunk} halos; write them "
               f"with --halo-range, then run `massmap finalize {args.output}`")
         return 0
     if args.halo_range is not None:
-        done = write_slabs(cube, args.output, halo_range=args.halo_range, progress=not args.quiet)
+        done = write_slabs(cube, args.output, halo_range=args.halo_range, progress=not args.quiet,
+                           storage_options=args.storage_options)
         print(f"wrote {len(done)} slab(s) of {args.output} (halos {args.halo_range[0]}:{args.halo_range[1]}) "
               f"in {time.perf_counter() - t0:.1f} s")
         return 0
-    to_store(cube, args.output, mode=mode, resume=args.resume, progress=not args.quiet)
+    to_store(cube, args.output, mode=mode, resume=args.resume, progress=not args.quiet,
+             storage_options=args.storage_options)
     print(f"wrote {args.output}: {n['halo']} halos x {n['mass']} masses x {n['realization']} realizations "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -119,7 +155,7 @@ def cmd_build(args) -> int:
 def cmd_finalize(args) -> int:
     from massmap_xr.store import finalize_store
 
-    finalize_store(args.store)
+    finalize_store(args.store, storage_options=args.storage_options)
     print(f"{args.store} is complete")
     return 0
 
@@ -129,10 +165,12 @@ def cmd_append_halos(args) -> int:
 
     cat = _load_catalog(args.catalog, args)
     if args.renumber:
-        top = int(open_store(args.store)["halo"].max())
+        top = int(open_store(args.store, storage_options=args.storage_options)["halo"].max())
         cat = cat.assign_coords(halo=top + 1 + (cat["halo"] - cat["halo"].min()))
     try:
-        append_halos(build_like_store(cat, args.store), args.store, progress=not args.quiet)
+        so = args.storage_options
+        append_halos(build_like_store(cat, args.store, storage_options=so), args.store, progress=not args.quiet,
+                     storage_options=so)
     except MassmapError as exc:
         if "already in the store" in str(exc) and not args.renumber:
             raise type(exc)(f"{exc}; or pass --renumber") from None
@@ -145,14 +183,16 @@ def cmd_append_realizations(args) -> int:
     from massmap_xr.model.hyper import read_hyper, reddick2013
     from massmap_xr.store import append_realizations, build_like_store, open_store
 
-    ds = open_store(args.store)
+    ds = open_store(args.store, storage_options=args.storage_options)
     kind = args.hyper_kind or ds.attrs.get("hyper_kind", "posterior")  # by default the store's kind
     hyper = (read_hyper(args.hyper, kind=kind) if args.hyper
              else reddick2013(args.n_realizations, seed=args.seed, kind=kind))
     top = int(ds["realization"].max())
     hyper = hyper.assign_coords(realization=top + 1 + np.arange(hyper.sizes["realization"]))
     cat = ds[[k for k in ds.data_vars if ds[k].dims == ("halo",)]]
-    append_realizations(build_like_store(cat, args.store, hyper=hyper), args.store, progress=not args.quiet)
+    so = args.storage_options
+    append_realizations(build_like_store(cat, args.store, hyper=hyper, storage_options=so), args.store,
+                        progress=not args.quiet, storage_options=so)
     print(f"appended {hyper.sizes['realization']} realizations to {args.store}")
     return 0
 
@@ -174,7 +214,13 @@ def cmd_materialize(args) -> int:
 def cmd_info(args) -> int:
     from massmap_xr.store import store_info
 
-    for k, v in store_info(args.store).items():
+    if args.history:
+        from massmap_xr.store.versioned import history
+
+        for c in history(args.store, args.storage_options):
+            print(f"{c['snapshot_id']}  {c['written_at']}  {c['message']}")
+        return 0
+    for k, v in store_info(args.store, storage_options=args.storage_options).items():
         print(f"{k:>20}: {v}")
     return 0
 
@@ -184,7 +230,7 @@ def cmd_verify(args) -> int:
 
     if "://" not in args.store and not os.path.exists(args.store):
         raise StoreError(f"{args.store!r} does not exist; give the path of a massmap store")
-    report = verify_store(args.store)
+    report = verify_store(args.store, storage_options=args.storage_options)
     print(report)
     return 0 if report.ok else 1
 
@@ -193,7 +239,7 @@ def cmd_summary(args) -> int:
     from massmap_xr.analysis import write_summary
     from massmap_xr.store import open_store
 
-    ds = open_store(args.store)
+    ds = open_store(args.store, storage_options=args.storage_options)
     write_summary(ds, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output}")
     return 0
@@ -203,7 +249,7 @@ def cmd_sample(args) -> int:
     from massmap_xr.analysis import sample, write_samples
     from massmap_xr.store import open_store
 
-    ds = open_store(args.store)
+    ds = open_store(args.store, storage_options=args.storage_options)
     s = sample(ds, args.n, method=args.method, correlated=not args.independent, seed=args.seed)
     write_samples(s, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output}: {args.n} samples of {ds.sizes['halo']} halos")
@@ -215,7 +261,7 @@ def cmd_map(args) -> int:
     from massmap_xr.sky import map_statistics, project_flat, project_healpix, write_map
     from massmap_xr.store import open_store
 
-    ds = open_store(args.store)
+    ds = open_store(args.store, storage_options=args.storage_options)
     s = sample(ds, args.n, method=args.method, correlated=not args.independent, seed=args.seed)
     if args.flat is not None:
         center = args.center
@@ -245,7 +291,7 @@ def cmd_kappa(args) -> int:
     from massmap_xr.store import open_store
 
     kw = {"flat": args.flat} if args.flat is not None else {"nside": args.healpix, "nest": not args.ring}
-    maps = kappa_map(open_store(args.store), args.n, z_source=args.z_source, seed=args.seed, **kw)
+    maps = kappa_map(open_store(args.store, storage_options=args.storage_options), args.n, z_source=args.z_source, seed=args.seed, **kw)
     write_map(maps if args.samples else map_statistics(maps), args.output, overwrite=args.overwrite)
     print(f"wrote {args.output}")
     return 0
@@ -325,11 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only create the store (metadata, no posterior values) for several writers")
     w.add_argument("--halo-range", type=_halo_range, metavar="START:STOP",
                    help="write only the slabs of halos [START, STOP) into an initialised store")
+    storage_options_arg(b)
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_build)
 
     fz = sub.add_parser("finalize", help="check and seal a store written by several writers")
     fz.add_argument("store")
+    storage_options_arg(fz)
     fz.set_defaults(func=cmd_finalize)
 
     ah = sub.add_parser("append-halos", help="append the halos of a catalogue to a store, with its model")
@@ -341,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     ah.add_argument("--renumber", action="store_true", help="give the new halos ids after the store's largest")
     ah.add_argument("--seed", type=int, default=0)
     ah.add_argument("--quiet", action="store_true")
+    storage_options_arg(ah)
     ah.set_defaults(func=cmd_append_halos)
 
     ar = sub.add_parser("append-realizations", help="append hyperparameter realizations to a store")
@@ -351,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     ar.add_argument("--hyper-kind", choices=("prior", "posterior"), default=None,
                     help="kind of the draws: 'prior' (weighted per halo by its evidence in the analysis) or 'posterior' (draws of this catalogue's hyper-posterior); default: the store's kind")
     ar.add_argument("--quiet", action="store_true")
+    storage_options_arg(ar)
     ar.set_defaults(func=cmd_append_realizations)
 
     mz = sub.add_parser("materialize", help="compute a recipe store into a materialised store (or, with --recipe, "
@@ -364,16 +414,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="describe a store")
     i.add_argument("store")
+    i.add_argument("--history", action="store_true",
+                   help="list the commits of a versioned store (icechunk://...), newest first")
+    storage_options_arg(i)
     i.set_defaults(func=cmd_info)
 
     v = sub.add_parser("verify", help="re-check a store's checksums and invariants")
     v.add_argument("store")
+    storage_options_arg(v)
     v.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("summary", help="per-halo posterior summaries")
     s.add_argument("store")
     s.add_argument("-o", "--output", required=True, help="summary.csv or summary.nc")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    storage_options_arg(s)
     s.set_defaults(func=cmd_summary)
 
     sa = sub.add_parser("sample", help="draw halo mass samples")
@@ -384,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--independent", action="store_true", help="independent draws from each halo's marginal")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    storage_options_arg(sa)
     sa.set_defaults(func=cmd_sample)
 
     m = sub.add_parser("map", help="project mass samples onto a sky grid")
@@ -404,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the stack of sampled maps instead of their statistics (mean, std, quantiles, truth)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing output")
     m.add_argument("--seed", type=int, default=0)
+    storage_options_arg(m)
     m.set_defaults(func=cmd_map)
 
     k = sub.add_parser("kappa", help="lensing convergence maps of mass samples (NFW halos, M200m)")
@@ -418,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--samples", action="store_true", help="write the stack of maps instead of their statistics")
     k.add_argument("--overwrite", action="store_true", help="replace an existing output")
     k.add_argument("--seed", type=int, default=0)
+    storage_options_arg(k)
     k.set_defaults(func=cmd_kappa)
 
     f = sub.add_parser("infer", help="infer the hyper-posterior from a catalogue")
@@ -501,6 +559,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_output_place(args)
+        if hasattr(args, "storage_options"):
+            args.storage_options = parse_storage_options(args.storage_options)
         status = args.func(args)
         sys.stdout.flush()
         return status

@@ -223,3 +223,8 @@ class ConvergenceWarning(MassmapWarning):
 class RecipeVersionError(StoreError):
     """A recipe store (computed on read) was written by another massmap_xr or kernel version than the
     installed one, so recomputing it would not give the values it stands for."""
+
+
+class VersionConflictError(StoreError):
+    """A write to a versioned (Icechunk) store conflicts with one committed since it began; nothing
+    of it was committed.  The message names both writes (their halo or realization ranges)."""

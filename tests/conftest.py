@@ -74,3 +74,17 @@ def table_store(tmp_path_factory, table_cube):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 endpoint (moto's server on a free localhost port, bucket ``massmap-test``) for the
+    object-storage tests: ``s3.url(name)``, ``s3.storage_options``; skipped without moto or s3fs."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    pytest.importorskip("boto3")
+    from s3_server import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()

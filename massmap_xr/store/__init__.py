@@ -14,9 +14,12 @@ for the analysis; ``stores/README.md`` specifies the format.
 - ``verify``: VerifyReport, verify_store;
 - ``rebuild``: build_like_store (a cube built with a store's recorded model);
 - ``recipe``: recipe stores (inputs only, the posterior recomputed on read: to_store(materialize=False)).
+- ``versioned``: stores in Icechunk repositories (``icechunk://`` paths): one commit per write,
+  reads by version, history.
 """
 
 # the bookkeeping attribute names (the store format, stores/README.md) are importable here too
+from massmap_xr.store import versioned  # noqa: F401
 from massmap_xr.store.append import append_halos, append_realizations
 from massmap_xr.store.layout import (  # noqa: F401
     BUILD_ID,

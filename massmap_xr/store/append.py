@@ -51,6 +51,7 @@ from massmap_xr.store.slabs import (
     slab_variables,
     stored_slab_variables,
 )
+from massmap_xr.store.versioned import versioned_write
 from massmap_xr.store.write import finalize
 
 
@@ -340,6 +341,7 @@ _REALIZATIONS = _Append(
 )
 
 
+@versioned_write("append_halos")
 def append_halos(ds: xr.Dataset, path, *, progress: bool = False, storage_options: dict | None = None) -> str:
     """Append the halos of cube ``ds`` to a complete store, without rewriting the stored halos.
 
@@ -402,6 +404,7 @@ def union_weights(w_old: np.ndarray, w_new: np.ndarray) -> np.ndarray:
     return raw / raw.sum()
 
 
+@versioned_write("append_realizations")
 def append_realizations(ds: xr.Dataset, path, *, progress: bool = False,
                         storage_options: dict | None = None) -> str:
     """Append the hyperparameter realizations of cube ``ds`` to a complete store.

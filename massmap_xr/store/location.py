@@ -21,6 +21,8 @@ from massmap_xr.errors import (
     StoreExistsError,
     check_output,
 )
+from massmap_xr.store import versioned
+from massmap_xr.store.versioned import is_versioned
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +56,9 @@ class StoreLocation:
 
 
 def filesystem(path, storage_options):
+    if is_versioned(path):
+        raise StoreError(f"{str(path)!r}: a versioned store has no file system to list or change directly; this "
+                         "operation is not available for icechunk:// stores")
     return StoreLocation.of(path, storage_options).fs_root
 
 
@@ -68,32 +73,75 @@ def local_path(path) -> str:
 
 
 def zarr_store(path, storage_options=None, read_only=False):
+    if is_versioned(path):
+        loc = StoreLocation.of(path, storage_options)
+        return versioned.session_store(loc.path, loc.storage_options, read_only=read_only)
     if is_local(path):
         return zarr.storage.LocalStore(local_path(path), read_only=read_only)
     loc = StoreLocation.of(path, storage_options)
-    return zarr.storage.FsspecStore.from_url(loc.path, storage_options=loc.storage_options or {}, read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(loc.path, storage_options=zarr_options(loc), read_only=read_only)
+
+
+def zarr_options(loc: StoreLocation) -> dict:
+    """fsspec options of the zarr store of an URL.  For S3 (s3fs), objects are read with one GET
+    each (``max_concurrency=1``) unless the options say otherwise: s3fs's concurrent whole-object
+    read first asks for the object's size, a second request per chunk read."""
+    opts = dict(loc.storage_options or {})
+    if loc.path.startswith(("s3://", "s3a://")):
+        opts.setdefault("max_concurrency", 1)
+    return opts
 
 
 def store_exists(path, storage_options=None) -> bool:
+    if is_versioned(path):
+        loc = StoreLocation.of(path, storage_options)
+        return versioned.exists(loc.path, loc.storage_options)
     fs, root = filesystem(path, storage_options)
     return fs.exists(root)
 
 
 def open_group(path, storage_options=None, mode="r"):
-    """Open an existing store's group (``mode`` "r" or "r+"); never creates anything on disk."""
-    if mode in ("r", "r+") and not store_exists(path, storage_options):
-        raise StoreError(f"{str(path)!r} does not exist; expected a massmap cube store (check the path, or build "
-                         "one with to_store / massmap build)")
+    """Open an existing store's group (``mode`` "r" or "r+"); never creates anything on disk.
+
+    The group is opened as Zarr format 3 (what massmap writes) with one read of its ``zarr.json``;
+    only when that fails is its existence checked (object stores: no listing per opening) and
+    another format tried, for the messages.  A local path is checked first (opening a missing
+    local store for writing would create its directory).
+    """
+    local = is_local(path)
+    if mode in ("r", "r+") and local and not store_exists(path, storage_options):
+        raise _missing(path)
+    read_only = mode == "r"
     try:
-        return zarr.open_group(zarr_store(path, storage_options, read_only=mode == "r"), mode=mode)
+        return zarr.open_group(zarr_store(path, storage_options, read_only=read_only), mode=mode, zarr_format=3)
+    except (zarr.errors.GroupNotFoundError, FileNotFoundError, KeyError, ValueError, TypeError):
+        pass
+    if mode in ("r", "r+") and not local and not store_exists(path, storage_options):
+        raise _missing(path)
+    try:
+        return zarr.open_group(zarr_store(path, storage_options, read_only=read_only), mode=mode)
     except (zarr.errors.GroupNotFoundError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"{str(path)!r} is not a readable Zarr group ({type(exc).__name__}: {exc}); "
                          "expected a massmap cube store") from None
 
 
+def _missing(path) -> StoreError:
+    return StoreError(f"{str(path)!r} does not exist; expected a massmap cube store (check the path, or build "
+                      "one with to_store / massmap build)")
+
+
 def create_root(path, storage_options, mode, what: str = "to_store"):
     """Create the store's directory; atomic for local paths (two racing builds cannot both win).
     ``what`` (the writer's name) starts the message refusing an existing store for ``mode="w-"``."""
+    if is_versioned(path):  # inside the write's session: replaced content stays in the history
+        if store_exists(path, storage_options):
+            check_output(str(path), overwrite=mode != "w-", what=what, exists=True, error=StoreExistsError,
+                         hint="refusing to overwrite it. Pass mode='w' to replace it (the old version stays in "
+                              "its history)")
+            refuse_foreign(path, storage_options, what)
+            loc = StoreLocation.of(path, storage_options)
+            versioned.clear(loc.path, loc.storage_options)
+        return
     fs, root = filesystem(path, storage_options)
     if fs.exists(root):
         check_output(str(path), overwrite=mode != "w-", what=what, exists=True, error=StoreExistsError,
@@ -131,6 +179,14 @@ _STATUS_ATTR = "massmap_build_status"
 def foreign_description(path, storage_options=None) -> str | None:
     """``None`` if ``path`` holds a store written by this package (its root ``zarr.json`` carries
     ``massmap_build_status``) or an empty directory; otherwise what is there, for messages."""
+    if is_versioned(path):
+        loc = StoreLocation.of(path, storage_options)
+        try:
+            attrs = versioned.root_attrs(loc.path, loc.storage_options)
+        except Exception:  # noqa: BLE001 - no readable root group
+            attrs = {}
+        return None if _STATUS_ATTR in attrs else (f"{str(path)!r} holds a Zarr group that is not a massmap store "
+                                                   f"(no {_STATUS_ATTR} attribute)")
     fs, root = filesystem(path, storage_options)
     if not fs.isdir(root):
         try:
@@ -194,8 +250,13 @@ def swap_in(new, path, storage_options=None) -> None:
         return
     fs, root = filesystem(path, storage_options)
     _, src = filesystem(new, storage_options)
+    fs.invalidate_cache()  # the new store was written through another client: list it afresh
+    objects = fs.find(src)  # objects only: object stores have no directories to copy
     fs.rm(root, recursive=True)
-    fs.mv(src, root, recursive=True)
+    if objects:
+        fs.copy(objects, [root + o[len(src):] for o in objects])
+    fs.rm(src, recursive=True)
+    fs.invalidate_cache()
 
 
 _PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
@@ -226,6 +287,8 @@ def store_key(store) -> str | None:
 
 
 def path_key(path, storage_options) -> str:
+    if is_versioned(path):
+        return f"{versioned.SCHEME}{versioned.split(path)[0]}"
     if is_local(path):
         return os.path.realpath(local_path(path))
     fs, root = filesystem(path, storage_options)

@@ -13,10 +13,11 @@ from massmap_xr.errors import (
     IncompleteStoreError,
     StoreError,
 )
+from massmap_xr.store import versioned
 from massmap_xr.store.checked import cell_aligned, check_metadata, checked_posterior
 from massmap_xr.store.checks import check_schema, pending_record
 from massmap_xr.store.layout import BOOKKEEPING, CRC_NAME, NORM_NAME, PENDING, STATUS, TABLES, read_layout
-from massmap_xr.store.location import open_group, store_exists, zarr_store
+from massmap_xr.store.location import StoreLocation, open_group, store_exists, zarr_store
 
 
 def _check_open_chunks(chunks) -> None:
@@ -44,7 +45,7 @@ def _check_open_chunks(chunks) -> None:
 
 
 def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | None = None, chunks="store",
-               verify: bool = True) -> xr.Dataset:
+               verify: bool = True, version: str | None = None) -> xr.Dataset:
     """Open a massmap store lazily (dask-backed, read-only) and validate its schema.
 
     Opening never writes: every file of the store keeps its bytes and modification time.
@@ -79,6 +80,9 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
     verify : bool, default True
         Check every posterior chunk read against the store's checksum table (see above).
         ``verify=False`` reads without checking (``massmap verify STORE`` still checks everything).
+    version : str, optional
+        For a versioned store (``icechunk://LOCATION``, :mod:`massmap_xr.store.versioned`): the
+        branch, tag or snapshot id to read (default: the head of branch ``main``).
 
     Raises
     ------
@@ -90,10 +94,11 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
         posterior values are computed, a chunk that differs from what was written at its position.
     """
     _check_open_chunks(chunks)
-    path = str(path)
-    if not store_exists(path, storage_options):
+    loc = StoreLocation.of(versioned.at_version(path, version), storage_options)  # resolved once, passed on
+    path, storage_options = str(loc), loc.storage_options
+    if not store_exists(loc, storage_options):
         raise StoreError(f"store {path!r} does not exist")
-    group = open_group(path, storage_options, mode="r")
+    group = open_group(loc, storage_options, mode="r")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
     status = attrs.get(STATUS)
@@ -131,7 +136,7 @@ def open_store(path, *, allow_incomplete: bool = False, storage_options: dict | 
         with warnings.catch_warnings():
             if from_store:  # per-halo variables are one stored chunk, handed out in slabs like the posterior
                 warnings.filterwarnings("ignore", "The specified chunks separate the stored chunks", UserWarning)
-            return xr.open_zarr(zarr_store(path, storage_options, read_only=True), consolidated=False, zarr_format=3,
+            return xr.open_zarr(zarr_store(loc, storage_options, read_only=True), consolidated=False, zarr_format=3,
                                 chunks=c, drop_variables=list(TABLES))
 
     ds = _open(chunks)
@@ -162,7 +167,7 @@ def store_info(path, storage_options=None) -> dict:
     ``kind`` is ``"materialised store"`` or ``"recipe store (computed on read)"``."""
     from massmap_xr.store.recipe import MATERIALISED_KIND_TEXT, is_recipe, recipe_info
 
-    group = open_group(str(path), storage_options, mode="r")
+    group = open_group(StoreLocation.of(path, storage_options), storage_options, mode="r")
     attrs = dict(group.attrs)
     check_schema(attrs, path)
     if is_recipe(attrs):

@@ -107,7 +107,7 @@ def write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: in
     """
     layout = StoreLayout.from_dict(layout_dict)
     block = np.asarray(block, dtype=np.float32)
-    arr = zarr.open_array(zarr_store(path, storage_options), path="posterior", mode="r+")
+    arr = zarr.open_array(zarr_store(path, storage_options), path="posterior", mode="r+", zarr_format=3)
     if old is not None:
         (a, b), (c, d) = old["h"], old["r"]
         prev = np.asarray(arr[a:b, :, c:d])

@@ -35,7 +35,7 @@ from massmap_xr.store.layout import (
     norm_error,
     read_layout,
 )
-from massmap_xr.store.location import open_group
+from massmap_xr.store.location import StoreLocation, open_group
 
 
 @dataclass
@@ -133,12 +133,13 @@ def verify_store(path, *, storage_options: dict | None = None, check_normalisati
     VerifyReport
         ``report.ok`` is True when nothing is wrong; ``str(report)`` lists the problems.
     """
-    path = str(path)
+    loc = StoreLocation.of(path, storage_options)
+    path = str(loc)
     problems: list[str] = []
     from massmap_xr.store.recipe import is_recipe, verify_recipe
 
     try:
-        group = open_group(path, storage_options, mode="r")
+        group = open_group(loc, loc.storage_options, mode="r")
         attrs = dict(group.attrs)
         check_schema(attrs, path)
         if is_recipe(attrs):  # no posterior chunks: the recorded content hashes of every input are checked

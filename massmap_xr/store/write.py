@@ -112,6 +112,7 @@ from massmap_xr.store.slabs import (
     slab_variables,
     stored_slab_variables,
 )
+from massmap_xr.store.versioned import is_versioned, versioned_write
 
 
 def _template(ds: xr.Dataset, layout: StoreLayout) -> xr.Dataset:
@@ -148,6 +149,7 @@ def _write_template(ds: xr.Dataset, path, layout: StoreLayout, storage_options, 
     build_id = tmpl.attrs[BUILD_ID]
     tmpl.to_zarr(zarr_store(path, storage_options), mode="w-" if fresh else "w", compute=False, consolidated=False,
                  zarr_format=3, encoding=encoding_for(tmpl, layout))
+    remember_variable_crcs(path, storage_options, build_id, tmpl)
     group = open_group(path, storage_options, mode="r+")
     width = max(layout.n_realization_chunks, 1024)
     for name, dtype, fill, long_name in (
@@ -186,6 +188,7 @@ def refuse_own_source(ds, path, storage_options) -> None:
         )
 
 
+@versioned_write("init_store")
 def init_store(
     ds: xr.Dataset,
     path,
@@ -314,6 +317,7 @@ def _select_rows(layout: StoreLayout, cube_start: int, cube_n: int, halo_chunks,
     return rows
 
 
+@versioned_write("write_slabs")
 def write_slabs(
     ds: xr.Dataset,
     path,
@@ -405,6 +409,23 @@ def _write_slabs(ds: xr.Dataset, path: str, storage_options, *, halo_chunks=None
     return todo
 
 
+#: CRC-32s of the small variables of templates this process wrote, by (store, build id): finalising
+#: a fresh build records them without reading every variable back (one request per chunk on S3)
+_TEMPLATE_CRCS: dict = {}
+
+
+def remember_variable_crcs(path, storage_options, build_id: str, tmpl: xr.Dataset) -> None:
+    """Record the CRC-32 of every variable but the posterior as the template just wrote it."""
+    _TEMPLATE_CRCS[(path_key(path, storage_options), build_id)] = {
+        name: int(zlib.crc32(np.ascontiguousarray(np.asarray(v.values)).tobytes()))
+        for name, v in tmpl.variables.items() if name != "posterior"}
+
+
+def recall_variable_crcs(path, storage_options, attrs: dict) -> dict | None:
+    """The CRC-32s :func:`remember_variable_crcs` recorded for this store and build, if any (once)."""
+    return _TEMPLATE_CRCS.pop((path_key(path, storage_options), attrs.get(BUILD_ID)), None)
+
+
 def _variable_crcs(group) -> dict:
     out = {}
     for name, arr in sorted(arrays_of(group).items()):
@@ -419,6 +440,7 @@ def _missing_cells(crc: np.ndarray, layout: StoreLayout) -> list[str]:
     return [f"slab {i} (halos [{layout.halo_slice(i).start}, {layout.halo_slice(i).stop}))" for i in rows]
 
 
+@versioned_write("finalize_store")
 def finalize_store(path, *, storage_options: dict | None = None, build_id: str | None = None) -> str:
     """Mark a store complete once every posterior cell's checksum is recorded.
 
@@ -466,12 +488,14 @@ def finalize(path: str, storage_options, build_id, *, from_append: bool) -> str:
     if tuple(group["posterior"].shape) != (layout.n_halo, layout.n_mass, layout.n_realization):
         raise StoreError(f"cannot finalise {path!r}: posterior shape {group['posterior'].shape} differs from its "
                          f"layout {layout.to_dict()}; the store is damaged, rebuild it with mode='w'")
+    # a fresh build finalised by the process that wrote its template: the small variables are as written
+    known = None if from_append else recall_variable_crcs(path, storage_options, attrs)
     new = {k: v for k, v in attrs.items() if k != PENDING}
     new.update({
         TABLE_CRC: int(zlib.crc32(np.ascontiguousarray(crc).tobytes())),
         N_HALO: int(layout.n_halo),
         N_REAL: int(layout.n_realization),
-        VAR_CRC: json.dumps(_variable_crcs(group)),
+        VAR_CRC: json.dumps(dict(sorted(known.items())) if known else _variable_crcs(group)),
         STATUS: "complete",
     })
     group.attrs.put(new)  # one write of the root metadata: complete and its invariants appear together
@@ -542,6 +566,7 @@ def _replace(ds, path, storage_options, realization_chunk, inner_halo_chunk, pro
     swap_in(tmp, path, storage_options)
 
 
+@versioned_write("to_store")
 def to_store(
     ds: xr.Dataset,
     path,
@@ -624,7 +649,7 @@ def to_store(
         _, build_id = _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chunk)
         if dict(open_group(path, storage_options).attrs).get(STATUS) == "complete":
             return str(path)
-    elif mode == "w" and store_exists(path, storage_options):
+    elif mode == "w" and not is_versioned(path) and store_exists(path, storage_options):
         _replace(ds, path, storage_options, realization_chunk, inner_halo_chunk, progress)
         return str(path)
     else:
