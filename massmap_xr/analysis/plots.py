@@ -3,7 +3,7 @@
 Each function takes the cube as first argument and returns the matplotlib
 :class:`~matplotlib.axes.Axes` (or :class:`~matplotlib.figure.Figure`) it drew on, so callers
 can restyle or save it.  Only the few halos being drawn are read from a lazy cube.  Masses are
-on a logarithmic axis in M_sun; densities are per unit log10 M (``dex(solMass)-1``).
+on a logarithmic axis in M_sun; densities are per unit log10 M (``dex-1``).
 
 Artists carry a ``gid`` naming what they show (``"posterior"``, ``"prior"``, ``"truth"``,
 ``"fit"``, ``"pit"``, ``"coverage"``), which makes figures easy to inspect or restyle.

@@ -57,7 +57,7 @@ __all__ = [
 #: units of log10(M / M_sun)
 LOG10_MASS_UNITS = "dex(solMass)"
 _WIDTH_UNITS = "dex"
-_DENSITY_UNITS = "dex(solMass)-1"
+_DENSITY_UNITS = "dex-1"
 
 _SUMMARY_STATS = ("mean", "std", "median", "mode")
 _FIT_STATS = ("mu", "sigma", "ks", "kl")
@@ -257,7 +257,7 @@ def marginalize(ds: xr.Dataset) -> xr.DataArray:
     -------
     xarray.DataArray
         ``posterior(halo, mass)``, float64 density per unit log10 M (units of the cube's
-        ``posterior``, ``dex(solMass)-1``), normalised like every realization; dask-backed on a
+        ``posterior``, ``dex-1``), normalised like every realization; dask-backed on a
         dask cube.  ``cell_methods = "realization: mean"``.  NaN in any realization (an
         unwritten region of a store) stays NaN.  The weighted sum is accumulated one
         realization at a time in a fixed order, so the values are bitwise the same whatever
@@ -463,7 +463,7 @@ def fit_normal(ds: xr.Dataset, *, per_realization: bool = False) -> xr.Dataset:
         "mu": {"long_name": "mean of the normal fit to log10 halo mass", "units": LOG10_MASS_UNITS},
         "sigma": {"long_name": "standard deviation of the normal fit to log10 halo mass", "units": _WIDTH_UNITS},
         "ks": {"long_name": "max |CDF - normal CDF| on the mass grid (Kolmogorov distance)", "units": "1"},
-        "kl": {"long_name": "Kullback-Leibler divergence KL(posterior || normal fit)", "units": "nat"},
+        "kl": {"long_name": "Kullback-Leibler divergence KL(posterior || normal fit) in nats", "units": "1"},
     }
     out = xr.Dataset({k: stacked.isel(statistic=i, drop=True).assign_attrs(attrs[k]) for i, k in enumerate(_FIT_STATS)})
     out.attrs = {"title": "massmap_xr normal fits in log10 M"}
@@ -487,7 +487,7 @@ def halo_prior(ds: xr.Dataset) -> xr.DataArray:
     Returns
     -------
     xarray.DataArray
-        ``prior(halo, mass)``, float64, units ``dex(solMass)-1``; dask-backed if ``z`` is.
+        ``prior(halo, mass)``, float64, units ``dex-1``; dask-backed if ``z`` is.
     """
     validate_cube(ds)
     if "prior_dndm" not in ds or "z" not in ds:
