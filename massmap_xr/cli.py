@@ -97,7 +97,7 @@ def _writer_cube(cat, args):
                            "prior from the initialised store; leave --hyper, --infer and --prior-table out (give them "
                            "to `massmap build ... --init-only`)")
     if not os.path.exists(args.output) and "://" not in str(args.output):
-        raise StoreError(f"-o {args.output!r}: no such store; create it first with `massmap build CATALOG -o "
+        raise StoreError(f"-o {args.output!r}: the store does not exist; create it first with `massmap build CATALOG -o "
                          f"{args.output} --init-only`, then write its slabs with --halo-range")
     logger.info("--halo-range: using the model recorded in %s (its hyperparameters, prior and method)", args.output)
     return build_like_store(cat, args.output, allow_incomplete=True)
@@ -196,7 +196,8 @@ def describe_info(info: dict) -> list[tuple[str, str]]:
     lines = [("path", info["path"]), ("kind", kind), ("status", state),
              ("halos", f"{shape['halo']:,}"), ("mass grid", f"{shape['mass']} points"),
              ("realizations", f"{shape['realization']}"),
-             ("slab size", f"{chunks['halo']} halos (--halo-range START:STOP must be multiples of it)"),
+             ("slab size", f"{info.get('slab_halos', chunks['halo'])} halos (the --halo-range START:STOP of each "
+                           "writer must be multiples of it)"),
              ("chunks", " x ".join(f"{chunks[d]} {d}" for d in ("halo", "mass", "realization")))]
     if info.get("shards"):
         lines.append(("shards", " x ".join(f"{info['shards'][d]} {d}" for d in ("halo", "mass", "realization"))))
@@ -206,7 +207,7 @@ def describe_info(info: dict) -> list[tuple[str, str]]:
     lines.append(("size (uncompressed)", f"{info['uncompressed_bytes'] / 1e9:.3g} GB"))
     labels = {"schema_version": "schema version", "massmap_version": "written by massmap_xr", "method": "method",
               "prior": "prior", "catalog_hash": "catalogue hash", "hyper_hash": "hyperparameter hash"}
-    done = {"path", "kind", "status", "pending", "shape", "chunks", "shards", "chunks_written",
+    done = {"path", "kind", "status", "pending", "shape", "chunks", "shards", "chunks_written", "slab_halos",
             "max_normalisation_error", "uncompressed_bytes"}
     for k, v in info.items():
         if k in done or v is None or v == "":
@@ -472,9 +473,9 @@ def _common_options(sub) -> None:
         q.formatter_class = DefaultsHelpFormatter
         known = {o for a in q._actions for o in a.option_strings}
         if "--quiet" not in known:
-            q.add_argument("--quiet", action="store_true", help="no progress bars, only warnings and errors")
+            q.add_argument("--quiet", action="store_true", help="no progress bars")
         if "--verbose" not in known:
-            q.add_argument("-v", "--verbose", action="count", default=0, help="debug messages of the massmap_xr logger as well")
+            q.add_argument("-v", "--verbose", action="count", default=0, help="report the steps (-v), and debug messages too (-vv)")
 
 
 def _os_error_line(exc: OSError) -> str:
@@ -543,7 +544,7 @@ def main(argv=None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
+    configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0) - 1)
     try:
         _check_output_place(args)
         status = args.func(args)

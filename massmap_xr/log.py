@@ -24,8 +24,10 @@ logger = logging.getLogger("massmap_xr")
 
 
 def configure(verbosity: int = 0, *, stream=None) -> logging.Logger:
-    """Send the package's messages to ``stream`` (standard error): ``verbosity`` -1 warnings only,
-    0 informational messages, 1 or more debug messages.  Returns :data:`logger`."""
+    """Send the package's messages to ``stream`` (standard error): ``verbosity`` -1 or less warnings
+    only, 0 informational messages (the steps), 1 or more debug messages too.  Returns :data:`logger`.
+
+    The ``massmap`` command calls it with -1 by default and with ``--quiet``, 0 with ``-v``, 1 with ``-vv``."""
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     logger.setLevel(level)
     for h in [h for h in logger.handlers if getattr(h, "_massmap_cli", False)]:

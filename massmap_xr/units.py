@@ -23,7 +23,7 @@ With pint-xarray (the ``units`` extra)::
     q = ds.pint.quantify(unit_registry=massmap_xr.units.registry)
     q["mass"].pint.to("kg")
 
-The registry is created on first use (``massmap_xr.units.registry``; pint is imported then).
+``import massmap_xr`` does not import this module (nor pint); ``import massmap_xr.units`` does.
 """
 
 from __future__ import annotations
@@ -63,13 +63,5 @@ def make_registry():
     return reg
 
 
-_REGISTRY = None
-
-
-def __getattr__(name: str):
-    global _REGISTRY
-    if name == "registry":
-        if _REGISTRY is None:
-            _REGISTRY = make_registry()
-        return _REGISTRY
-    raise AttributeError(f"module 'massmap_xr.units' has no attribute {name!r}")
+#: the registry (created when this module is imported; pint is imported then, not by ``import massmap_xr``)
+registry = make_registry()
