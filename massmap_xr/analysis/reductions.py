@@ -199,6 +199,22 @@ def _by_rows(p: np.ndarray, *, kernel, **kwargs) -> np.ndarray:
     return out.reshape(*lead, *out.shape[1:])
 
 
+def _named_by_rows(name: str):
+    """:func:`_by_rows` under the name ``name``, so dask task keys say what they compute
+    (``massmap_summary-<token>`` instead of ``by_rows-<token>``)."""
+    def run(p, *, kernel, **kwargs):
+        return _by_rows(p, kernel=kernel, **kwargs)
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+_CDF_ROWS = _named_by_rows("massmap_cdf")
+_SUMMARY_ROWS = _named_by_rows("massmap_summary")
+_QUANTILE_ROWS = _named_by_rows("massmap_quantiles")
+_FIT_ROWS = _named_by_rows("massmap_fit_normal")
+
+
 def _summary_kernel(p: np.ndarray, x: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """mean, std, median, mode and the quantiles ``probs``, stacked on a new last axis."""
     _, mean, std = moments(p, x)
@@ -308,7 +324,7 @@ def cdf(ds: xr.Dataset, *, per_realization: bool = False) -> xr.DataArray:
     """
     dens = _density(ds, per_realization)
     out = xr.apply_ufunc(
-        _by_rows, dens, kwargs={"kernel": cdf_kernel, "x": log10_grid(ds)},
+        _CDF_ROWS, dens, kwargs={"kernel": cdf_kernel, "x": log10_grid(ds)},
         input_core_dims=[["mass"]], output_core_dims=[["mass"]],
         dask="parallelized", output_dtypes=[np.float64],
     )
@@ -360,7 +376,7 @@ def summary(
     probs = np.array([(1 - v) / 2 for v in lv] + [(1 + v) / 2 for v in lv])
     n_stat = len(_SUMMARY_STATS) + probs.size
     stacked = xr.apply_ufunc(
-        _by_rows, dens, kwargs={"kernel": _summary_kernel, "x": log10_grid(ds), "probs": probs},
+        _SUMMARY_ROWS, dens, kwargs={"kernel": _summary_kernel, "x": log10_grid(ds), "probs": probs},
         input_core_dims=[["mass"]], output_core_dims=[["statistic"]],
         dask="parallelized", output_dtypes=[np.float64], keep_attrs=False,
         dask_gufunc_kwargs={"output_sizes": {"statistic": n_stat}},
@@ -418,7 +434,7 @@ def quantile(ds: xr.Dataset, q, *, per_realization: bool = False) -> xr.DataArra
     qa = np.atleast_1d(qa)
     dens = _density(ds, per_realization)
     out = xr.apply_ufunc(
-        _by_rows, dens, kwargs={"kernel": _quantile_kernel, "x": log10_grid(ds), "q": qa},
+        _QUANTILE_ROWS, dens, kwargs={"kernel": _quantile_kernel, "x": log10_grid(ds), "q": qa},
         input_core_dims=[["mass"]], output_core_dims=[["quantile"]],
         dask="parallelized", output_dtypes=[np.float64],
         dask_gufunc_kwargs={"output_sizes": {"quantile": qa.size}},
@@ -454,7 +470,7 @@ def fit_normal(ds: xr.Dataset, *, per_realization: bool = False) -> xr.Dataset:
     """
     dens = _density(ds, per_realization)
     stacked = xr.apply_ufunc(
-        _by_rows, dens, kwargs={"kernel": _fit_kernel, "x": log10_grid(ds)},
+        _FIT_ROWS, dens, kwargs={"kernel": _fit_kernel, "x": log10_grid(ds)},
         input_core_dims=[["mass"]], output_core_dims=[["statistic"]],
         dask="parallelized", output_dtypes=[np.float64], keep_attrs=False,
         dask_gufunc_kwargs={"output_sizes": {"statistic": len(_FIT_STATS)}},
