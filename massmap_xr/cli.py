@@ -247,12 +247,23 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _with_halo_variables_loaded(ds):
+    """``ds`` with its small variables (catalogue, hyperparameters, positions) read in one go, so
+    that the maps' single computation is the only one that reads the posterior."""
+    from massmap_xr.log import compute_once
+
+    small = [k for k in ds.variables if k != "posterior" and ds[k].chunks is not None]
+    loaded = compute_once(ds[small]) if small else None
+    return ds.assign({k: loaded[k] for k in small if k in ds.data_vars}).assign_coords(
+        {k: loaded[k] for k in small if k in ds.coords}) if small else ds
+
+
 def cmd_map(args) -> int:
     from massmap_xr.analysis import sample
     from massmap_xr.sky import map_statistics, project_flat, project_healpix, write_map
     from massmap_xr.store import open_store
 
-    ds = open_store(args.store)
+    ds = _with_halo_variables_loaded(open_store(args.store))
     s = sample(ds, args.n, method=args.method, correlated=not args.independent, seed=args.seed)
     if args.flat is not None:
         center = args.center

@@ -57,7 +57,7 @@ def make_registry():
     """A new :class:`pint.UnitRegistry` that reads every unit string of the package."""
     import pint
 
-    reg = pint.UnitRegistry(preprocessors=[to_pint])
+    reg = pint.UnitRegistry(preprocessors=[to_pint], force_ndarray_like=True)  # as pint-xarray needs
     for line in DEFINITIONS:
         reg.define(line)
     return reg
