@@ -21,6 +21,7 @@ Axes it drew on; none selects a backend.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -413,6 +414,17 @@ def _draw_healpix(map, *, view, rot, reso, xsize, fill, cmap, stretch, vmin, vma
         "unit": label, "cbar": colorbar, "sub": sub or (1, 1, 1), "badcolor": NO_DATA_COLOR,
         "margins": (0.01, 0.0, 0.01, 0.06),
     }
+    with warnings.catch_warnings():
+        # healpy's own axes still call Colormap.set_over/set_under/set_bad (deprecated by matplotlib)
+        warnings.filterwarnings("ignore", message=r"The set_(over|under|bad) function will be deprecated",
+                                category=PendingDeprecationWarning, module=r"healpy\.")
+        _healpy_view(full, view, center, radius, reso, xsize, nside, rot, common)
+    return fig, _healpy_axes(fig)[-1]
+
+
+def _healpy_view(full, view, center, radius, reso, xsize, nside, rot, common):
+    import healpy as hp
+
     if view == "gnomview":
         if reso is None:
             reso = max(1.6 * radius * 60.0 / xsize, 1e-3)
@@ -424,7 +436,6 @@ def _draw_healpix(map, *, view, rot, reso, xsize, fill, cmap, stretch, vmin, vma
     else:
         hp.mollview(full, rot=None if rot is None else (center[0], center[1], 0.0), xsize=max(xsize, 800), **common)
         hp.graticule(dpar=30, dmer=30, alpha=0.3)
-    return fig, _healpy_axes(fig)[-1]
 
 
 def plot_statistics(
