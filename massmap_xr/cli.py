@@ -282,6 +282,7 @@ def cmd_map(args) -> int:
     else:
         truth = project(ds["mass_true"]) if "mass_true" in ds else None
         out = map_statistics(maps, truth=truth)
+    out.attrs.update({k: ds.attrs[k] for k in ("positions", "source") if k in ds.attrs})  # e.g. mock positions
     write_map(out, args.output, overwrite=args.overwrite, progress=_progress(args))
     print(f"wrote {args.output}")
     return 0
