@@ -57,6 +57,7 @@ def main(argv=None):
     p.add_argument("--n-realizations", type=int, default=20)
     p.add_argument("-n", type=int, default=50, help="mass samples (maps)")
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--only", default="", help="comma-separated case groups: map,old,summary,sample (default all)")
     args = p.parse_args(argv)
 
     import massmap_xr as mm
@@ -94,18 +95,21 @@ def main(argv=None):
         "sample .zarr (floor)": lambda: cli("sample", args.path, "-n", str(args.n), "-o", str(tmp / "x.zarr")),
         "sample .nc": lambda: cli("sample", args.path, "-n", str(args.n), "-o", str(tmp / "x.nc")),
     }
+    if args.only:
+        cases = {k: v for k, v in cases.items() if k.split()[0] in args.only.split(",")}
     best: dict[str, float] = {}
     computes: dict[str, int] = {}
-    for _ in range(args.repeat):
+    for r in range(args.repeat):
         for name, fn in cases.items():
             t, n = _timed(fn)
             best[name] = min(best.get(name, t), t)
             computes[name] = n
-    floors = {"map": best["map .nc (floor)"], "old": best["map .nc (floor)"], "summary": best["summary .nc (floor)"],
-              "sample": best["sample .zarr (floor)"]}
+            print(f"  round {r + 1}: {name}: {t:.2f} s, {n} dask computation(s)", flush=True)
+    floor_of = {"map": "map .nc (floor)", "old": "map .nc (floor)", "summary": "summary .nc (floor)",
+                "sample": "sample .zarr (floor)"}
     print(f"{'case':40s} {'best s':>8s} {'x floor':>8s} {'computes':>9s}")
     for name in cases:
-        floor = floors[name.split()[0]]
+        floor = best.get(floor_of[name.split()[0]], float("nan"))
         print(f"{name:40s} {best[name]:8.2f} {best[name] / floor:8.2f} {computes[name]:9d}")
     print(f"load average after: {os.getloadavg()}")
     shutil.rmtree(tmp)
