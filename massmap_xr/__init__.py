@@ -15,22 +15,22 @@ import importlib
 
 from massmap_xr import accessor, errors  # noqa: F401
 from massmap_xr._version import KERNEL_VERSION, SCHEMA_VERSION, __version__
-from massmap_xr.catalog import mock_catalog, read_catalog, seed_field
-from massmap_xr.cube import build_posterior
-from massmap_xr.model.hyper import from_arviz, read_hyper, reddick2013
-from massmap_xr.model.prior import TablePrior, TinkerPrior, read_prior_table
-from massmap_xr.store import (
-    append_halos,
-    append_realizations,
-    build_like_store,
-    open_store,
-    store_info,
-    to_store,
-    verify_store,
-)
 
-_LAZY_MODULES = ("analysis", "sky", "inference", "model", "kernels", "demo", "cli")
+# Everything else loads on first use, so ``import massmap_xr`` (and ``massmap --help``) does not
+# import dask, zarr, numba or hmf.
+_LAZY_EAGER = {
+    "mock_catalog": "catalog", "read_catalog": "catalog", "seed_field": "catalog",
+    "build_posterior": "cube",
+    "from_arviz": "model.hyper", "read_hyper": "model.hyper", "reddick2013": "model.hyper",
+    "TablePrior": "model.prior", "TinkerPrior": "model.prior", "read_prior_table": "model.prior",
+    "append_halos": "store", "append_realizations": "store", "build_like_store": "store",
+    "open_store": "store", "store_info": "store", "to_store": "store", "verify_store": "store",
+}
+
+_LAZY_MODULES = ("analysis", "sky", "inference", "model", "kernels", "demo", "cli", "catalog", "cube", "store",
+                 "lensing", "geometry", "units", "log")
 _LAZY_FUNCTIONS = {
+    **_LAZY_EAGER,
     "infer_hyperparameters": "inference",
     "log_likelihood": "inference",
     "project_flat": "sky",
@@ -59,7 +59,7 @@ __all__ = [
     "append_halos",
     "append_realizations",
     "build_like_store",
-    *_LAZY_FUNCTIONS,
+    *(k for k in _LAZY_FUNCTIONS if k not in _LAZY_EAGER),
 ]
 
 

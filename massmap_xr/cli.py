@@ -18,7 +18,10 @@ Sub-commands::
     massmap kappa STORE (--flat ARCMIN | --healpix NSIDE) --z-source Z -n N -o OUT
     massmap infer CATALOG -o hyper.nc infer the hyper-posterior from a catalogue
 
-Errors in the input are reported as one line ``massmap: error: ...`` with exit status 2.
+Errors in the input are reported as one line ``massmap: error: ...`` with exit status 2.  Every
+command shows progress bars on standard error (``--quiet`` turns them and the informational
+messages off, ``-v/--verbose`` adds debug messages of the ``massmap_xr`` logger).  Heavy modules
+(dask, zarr, numba, hmf) are imported by the commands, so ``massmap --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from massmap_xr.errors import MassmapError, StoreError
+from massmap_xr.log import configure as configure_logging
+from massmap_xr.log import logger
 
 __all__ = ["main"]
 
@@ -65,9 +70,9 @@ def _hyper(args, catalog):
     if getattr(args, "infer", False):
         from massmap_xr.inference import infer_hyperparameters
 
-        print(f"inferring hyperparameters from {catalog.sizes['halo']} halos ...", file=sys.stderr)
+        logger.info("inferring hyperparameters from %d halos ...", catalog.sizes["halo"])
         return infer_hyperparameters(catalog, prior=_prior(args), n=args.n_realizations, seed=args.seed,
-                                     sigma_obs=args.sigma_obs, progress=True)
+                                     sigma_obs=args.sigma_obs, progress=_progress(args))
     if getattr(args, "hyper", None):
         return read_hyper(args.hyper, kind=getattr(args, "hyper_kind", None))
     return reddick2013(args.n_realizations, seed=args.seed, kind=getattr(args, "hyper_kind", None) or "prior")
@@ -115,14 +120,39 @@ def parse_storage_options(text: str | None) -> dict | None:
     return value
 
 
+def _progress(args) -> bool:
+    """Progress bars: on unless ``--quiet``."""
+    return not getattr(args, "quiet", False)
+
+
+def _writer_cube(cat, args):
+    """The cube of one writer of a several-writer build (``--halo-range``): the catalogue with the
+    model recorded in the initialised store (hyperparameter draws and weights, prior, mass grid,
+    method, default sigma_obs), so the writers need not repeat ``--n-realizations`` etc."""
+    from massmap_xr.store import build_like_store
+
+    if getattr(args, "hyper", None) or getattr(args, "infer", False) or getattr(args, "prior_table", None):
+        raise MassmapError("--halo-range: the writers of a several-writer build take the hyperparameters and the "
+                           "prior from the initialised store; leave --hyper, --infer and --prior-table out (give them "
+                           "to `massmap build ... --init-only`)")
+    if not os.path.exists(args.output) and "://" not in str(args.output):
+        raise StoreError(f"-o {args.output!r}: the store does not exist; create it first with `massmap build CATALOG -o "
+                         f"{args.output} --init-only`, then write its slabs with --halo-range")
+    logger.info("--halo-range: using the model recorded in %s (its hyperparameters, prior and method)", args.output)
+    return build_like_store(cat, args.output, allow_incomplete=True)
+
+
 def cmd_build(args) -> int:
     from massmap_xr.cube import build_posterior
     from massmap_xr.store import init_store, to_store, write_slabs
 
     cat = _load_catalog(args.catalog, args)
-    hyper = _hyper(args, cat)
-    cube = build_posterior(cat, hyper, prior=_prior(args), sigma_obs=args.sigma_obs, method=args.method,
-                           n_lum=args.n_lum, chunks=args.chunks)
+    if args.halo_range is not None:
+        cube = _writer_cube(cat, args)
+    else:
+        hyper = _hyper(args, cat)
+        cube = build_posterior(cat, hyper, prior=_prior(args), sigma_obs=args.sigma_obs, method=args.method,
+                               n_lum=args.n_lum, chunks=args.chunks)
     n = cube.sizes
     t0 = time.perf_counter()
     mode = "w" if args.overwrite else "w-"
@@ -140,12 +170,12 @@ def cmd_build(args) -> int:
               f"with --halo-range, then run `massmap finalize {args.output}`")
         return 0
     if args.halo_range is not None:
-        done = write_slabs(cube, args.output, halo_range=args.halo_range, progress=not args.quiet,
+        done = write_slabs(cube, args.output, halo_range=args.halo_range, progress=_progress(args),
                            storage_options=args.storage_options)
         print(f"wrote {len(done)} slab(s) of {args.output} (halos {args.halo_range[0]}:{args.halo_range[1]}) "
               f"in {time.perf_counter() - t0:.1f} s")
         return 0
-    to_store(cube, args.output, mode=mode, resume=args.resume, progress=not args.quiet,
+    to_store(cube, args.output, mode=mode, resume=args.resume, progress=_progress(args),
              storage_options=args.storage_options)
     print(f"wrote {args.output}: {n['halo']} halos x {n['mass']} masses x {n['realization']} realizations "
           f"in {time.perf_counter() - t0:.1f} s")
@@ -169,7 +199,7 @@ def cmd_append_halos(args) -> int:
         cat = cat.assign_coords(halo=top + 1 + (cat["halo"] - cat["halo"].min()))
     try:
         so = args.storage_options
-        append_halos(build_like_store(cat, args.store, storage_options=so), args.store, progress=not args.quiet,
+        append_halos(build_like_store(cat, args.store, storage_options=so), args.store, progress=_progress(args),
                      storage_options=so)
     except MassmapError as exc:
         if "already in the store" in str(exc) and not args.renumber:
@@ -192,7 +222,7 @@ def cmd_append_realizations(args) -> int:
     cat = ds[[k for k in ds.data_vars if ds[k].dims == ("halo",)]]
     so = args.storage_options
     append_realizations(build_like_store(cat, args.store, hyper=hyper, storage_options=so), args.store,
-                        progress=not args.quiet, storage_options=so)
+                        progress=_progress(args), storage_options=so)
     print(f"appended {hyper.sizes['realization']} realizations to {args.store}")
     return 0
 
@@ -220,9 +250,45 @@ def cmd_info(args) -> int:
         for c in history(args.store, args.storage_options):
             print(f"{c['snapshot_id']}  {c['written_at']}  {c['message']}")
         return 0
-    for k, v in store_info(args.store, storage_options=args.storage_options).items():
-        print(f"{k:>20}: {v}")
+    for k, v in describe_info(store_info(args.store, storage_options=args.storage_options)):
+        print(f"{k:>22}: {v}")
     return 0
+
+
+def describe_info(info: dict) -> list[tuple[str, str]]:
+    """``store_info`` as (label, text) lines for people: the store's kind and build state in words,
+    the slab size (halos per chunk, what ``--halo-range`` must align to), and no empty entries."""
+    shape, chunks = info["shape"], info["chunks"]
+    status = info.get("status")
+    kind = info.get("kind") or "posterior cube store (posterior values on disk)"
+    if status == "complete":
+        state = "complete (every slab written and checksummed)"
+    elif info.get("pending"):
+        state = f"incomplete: an interrupted {info['pending']} (finish it or run `massmap verify`)"
+    else:
+        state = (f"incomplete: {info['chunks_written']} chunks written (an interrupted build, or several writers "
+                 "still at work; `massmap finalize` seals it when all are written)")
+    lines = [("path", info["path"]), ("kind", kind), ("status", state),
+             ("halos", f"{shape['halo']:,}"), ("mass grid", f"{shape['mass']} points"),
+             ("realizations", f"{shape['realization']}"),
+             ("slab size", f"{info.get('slab_halos', chunks['halo'])} halos (the --halo-range START:STOP of each "
+                           "writer must be multiples of it)"),
+             ("chunks", " x ".join(f"{chunks[d]} {d}" for d in ("halo", "mass", "realization")))]
+    if info.get("shards"):
+        lines.append(("shards", " x ".join(f"{info['shards'][d]} {d}" for d in ("halo", "mass", "realization"))))
+    lines.append(("chunks written", info["chunks_written"]))
+    if info.get("max_normalisation_error") is not None:
+        lines.append(("max normalisation err", f"{info['max_normalisation_error']:.3g}"))
+    lines.append(("size (uncompressed)", f"{info['uncompressed_bytes'] / 1e9:.3g} GB"))
+    labels = {"schema_version": "schema version", "massmap_version": "written by massmap_xr", "method": "method",
+              "prior": "prior", "catalog_hash": "catalogue hash", "hyper_hash": "hyperparameter hash"}
+    done = {"path", "kind", "status", "pending", "shape", "chunks", "shards", "chunks_written", "slab_halos",
+            "max_normalisation_error", "uncompressed_bytes"}
+    for k, v in info.items():
+        if k in done or v is None or v == "":
+            continue
+        lines.append((labels.get(k, k.replace("_", " ")), str(v)))
+    return lines
 
 
 def cmd_verify(args) -> int:
@@ -230,7 +296,7 @@ def cmd_verify(args) -> int:
 
     if "://" not in args.store and not os.path.exists(args.store):
         raise StoreError(f"{args.store!r} does not exist; give the path of a massmap store")
-    report = verify_store(args.store, storage_options=args.storage_options)
+    report = verify_store(args.store, storage_options=args.storage_options, progress=_progress(args))
     print(report)
     return 0 if report.ok else 1
 
@@ -240,7 +306,7 @@ def cmd_summary(args) -> int:
     from massmap_xr.store import open_store
 
     ds = open_store(args.store, storage_options=args.storage_options)
-    write_summary(ds, args.output, overwrite=args.overwrite)
+    write_summary(ds, args.output, overwrite=args.overwrite, progress=_progress(args))
     print(f"wrote {args.output}")
     return 0
 
@@ -251,9 +317,20 @@ def cmd_sample(args) -> int:
 
     ds = open_store(args.store, storage_options=args.storage_options)
     s = sample(ds, args.n, method=args.method, correlated=not args.independent, seed=args.seed)
-    write_samples(s, args.output, overwrite=args.overwrite)
+    write_samples(s, args.output, overwrite=args.overwrite, progress=_progress(args))
     print(f"wrote {args.output}: {args.n} samples of {ds.sizes['halo']} halos")
     return 0
+
+
+def _with_halo_variables_loaded(ds):
+    """``ds`` with its small variables (catalogue, hyperparameters, positions) read in one go, so
+    that the maps' single computation is the only one that reads the posterior."""
+    from massmap_xr.log import compute_once
+
+    small = [k for k in ds.variables if k != "posterior" and ds[k].chunks is not None]
+    loaded = compute_once(ds[small]) if small else None
+    return ds.assign({k: loaded[k] for k in small if k in ds.data_vars}).assign_coords(
+        {k: loaded[k] for k in small if k in ds.coords}) if small else ds
 
 
 def cmd_map(args) -> int:
@@ -261,7 +338,7 @@ def cmd_map(args) -> int:
     from massmap_xr.sky import map_statistics, project_flat, project_healpix, write_map
     from massmap_xr.store import open_store
 
-    ds = open_store(args.store, storage_options=args.storage_options)
+    ds = _with_halo_variables_loaded(open_store(args.store, storage_options=args.storage_options))
     s = sample(ds, args.n, method=args.method, correlated=not args.independent, seed=args.seed)
     if args.flat is not None:
         center = args.center
@@ -280,7 +357,8 @@ def cmd_map(args) -> int:
     else:
         truth = project(ds["mass_true"]) if "mass_true" in ds else None
         out = map_statistics(maps, truth=truth)
-    write_map(out, args.output, overwrite=args.overwrite)
+    out.attrs.update({k: ds.attrs[k] for k in ("positions", "source") if k in ds.attrs})  # e.g. mock positions
+    write_map(out, args.output, overwrite=args.overwrite, progress=_progress(args))
     print(f"wrote {args.output}")
     return 0
 
@@ -292,7 +370,8 @@ def cmd_kappa(args) -> int:
 
     kw = {"flat": args.flat} if args.flat is not None else {"nside": args.healpix, "nest": not args.ring}
     maps = kappa_map(open_store(args.store, storage_options=args.storage_options), args.n, z_source=args.z_source, seed=args.seed, **kw)
-    write_map(maps if args.samples else map_statistics(maps), args.output, overwrite=args.overwrite)
+    write_map(maps if args.samples else map_statistics(maps), args.output, overwrite=args.overwrite,
+              progress=_progress(args))
     print(f"wrote {args.output}")
     return 0
 
@@ -304,7 +383,7 @@ def cmd_infer(args) -> int:
     cat = _load_catalog(args.catalog, args)
     kwargs = {"free": args.free.split(",")} if args.free else {}
     _, post = infer_to_file(cat, args.output, prior=_prior(args), n=args.n_realizations, seed=args.seed,
-                            method=args.method, hyperprior=args.hyperprior, sigma_obs=args.sigma_obs, progress=True,
+                            method=args.method, hyperprior=args.hyperprior, sigma_obs=args.sigma_obs, progress=_progress(args),
                             overwrite=args.overwrite, lum_min=args.lum_min, return_result=True, **kwargs)
     print(estimate_table(post))
     print(f"wrote {args.output}")
@@ -314,8 +393,9 @@ def cmd_infer(args) -> int:
 def cmd_demo(args) -> int:
     from massmap_xr.demo import run_demo
 
-    paths = run_demo(args.out_dir, n_halos=args.n_halos, n_realizations=args.n_realizations, seed=args.seed,
-                     progress=not args.quiet)
+    out_dir = args.out_dir if args.out_dir is not None else Path("massmap-demo")
+    paths = run_demo(out_dir, n_halos=args.n_halos, n_realizations=args.n_realizations, seed=args.seed,
+                     progress=_progress(args))
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -329,11 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build the demo cube, store and figures")
-    d.add_argument("--out-dir", default="stores", type=Path)
-    d.add_argument("--n-halos", type=int, default=300)
-    d.add_argument("--n-realizations", type=int, default=20)
-    d.add_argument("--seed", type=int, default=2017)
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--out-dir", default=None, type=Path,
+                   help="folder for demo.zarr and the figures (default: massmap-demo in the current directory, "
+                        "which git ignores, so the repository stays clean)")
+    d.add_argument("--n-halos", type=int, default=300, help="halos of the mock field")
+    d.add_argument("--n-realizations", type=int, default=20, help="Reddick 2013 hyperparameter draws")
+    d.add_argument("--seed", type=int, default=2017, help="seed of the mock field, the draws and the map samples")
     d.set_defaults(func=cmd_demo)
 
     def catalog_args(q):
@@ -343,25 +424,28 @@ def build_parser() -> argparse.ArgumentParser:
                        "(FITS/Parquet/CSV/...); or the column names of a headerless text file, comma separated, "
                        "or 'original'")
         q.add_argument("--wrap-ra", action="store_true", help="wrap ra into [0, 360) degrees (e.g. from (-180, 180])")
-        q.add_argument("--n-realizations", type=int, default=100)
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--n-realizations", type=int, default=100,
+                       help="hyperparameter draws (Reddick 2013 draws, or draws of the inferred posterior)")
+        q.add_argument("--seed", type=int, default=0,
+                       help="seed of the hyperparameter draws (and of the seed field's mock positions)")
         q.add_argument("--sigma-obs", type=float, default=None,
                        help="observational scatter of ln L_obs (natural log, e.g. 0.05) for a catalogue without a "
-                       "sigma_obs column; never assumed (default: the catalogue's column)")
+                       "sigma_obs column; never assumed (default: the catalogue's own column)")
         q.add_argument("--prior-table", help="prior table 'z M dn/dM' (text) instead of the Tinker (2010) prior")
         q.add_argument("--prior-mass-factor", type=float, default=1.0,
                        help="multiply the prior table's mass column by this to get M_sun")
 
     b = sub.add_parser("build", help="build a posterior cube store from a catalogue")
     catalog_args(b)
-    b.add_argument("-o", "--output", required=True)
+    b.add_argument("-o", "--output", required=True, help="the store to write (a .zarr directory or fsspec URL)")
     b.add_argument("--hyper", help="hyperparameter table (.csv or .nc); default Reddick 2013 draws")
     b.add_argument("--infer", action="store_true", help="infer the hyper-posterior from the catalogue first")
     b.add_argument("--hyper-kind", choices=("prior", "posterior"), default=None,
                    help="kind of the draws: 'prior' (weighted per halo by its evidence in the analysis) or 'posterior' (draws of this catalogue's hyper-posterior); default: prior for Reddick 2013 draws, the file's own kind or posterior for --hyper")
-    b.add_argument("--method", choices=("analytic", "montecarlo"), default="analytic")
+    b.add_argument("--method", choices=("analytic", "montecarlo"), default="analytic",
+                   help="exact Gaussian convolution over the true luminosity, or Monte Carlo luminosity draws")
     b.add_argument("--n-lum", type=int, default=100, help="luminosity draws per mass point (montecarlo)")
-    b.add_argument("--chunks", type=int, default=None, help="halos per slab")
+    b.add_argument("--chunks", type=int, default=None, help="halos per slab (default: chosen from the cube size)")
     b.add_argument("--resume", action="store_true", help="finish an interrupted build of the same cube")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store")
     b.add_argument("--recipe", action="store_true",
@@ -370,36 +454,34 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--init-only", action="store_true",
                    help="only create the store (metadata, no posterior values) for several writers")
     w.add_argument("--halo-range", type=_halo_range, metavar="START:STOP",
-                   help="write only the slabs of halos [START, STOP) into an initialised store")
+                   help="write only the slabs of halos [START, STOP) into an initialised store, with the model "
+                        "(hyperparameters, prior, method) recorded in it by --init-only")
     storage_options_arg(b)
-    b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_build)
 
     fz = sub.add_parser("finalize", help="check and seal a store written by several writers")
-    fz.add_argument("store")
+    fz.add_argument("store", help="the store")
     storage_options_arg(fz)
     fz.set_defaults(func=cmd_finalize)
 
     ah = sub.add_parser("append-halos", help="append the halos of a catalogue to a store, with its model")
-    ah.add_argument("store")
+    ah.add_argument("store", help="the store to extend")
     ah.add_argument("catalog", help="catalogue file (.fits, .parquet, .hdf5, .nc, .zarr, .csv, .txt, ...)")
     ah.add_argument("--columns", help="map the package's names to the table's (z=ZPHOT,lum_obs=LUM_R), or the "
                     "column names of a headerless text file, comma separated")
     ah.add_argument("--wrap-ra", action="store_true", help="wrap ra into [0, 360) degrees")
     ah.add_argument("--renumber", action="store_true", help="give the new halos ids after the store's largest")
-    ah.add_argument("--seed", type=int, default=0)
-    ah.add_argument("--quiet", action="store_true")
+    ah.add_argument("--seed", type=int, default=0, help="seed of the seed field's mock positions (CATALOG 'seed')")
     storage_options_arg(ah)
     ah.set_defaults(func=cmd_append_halos)
 
     ar = sub.add_parser("append-realizations", help="append hyperparameter realizations to a store")
-    ar.add_argument("store")
+    ar.add_argument("store", help="the store to extend")
     ar.add_argument("--hyper", help="hyperparameter table (.csv or .nc); default: new Reddick 2013 draws")
-    ar.add_argument("--n-realizations", type=int, default=100)
+    ar.add_argument("--n-realizations", type=int, default=100, help="new Reddick 2013 draws (without --hyper)")
     ar.add_argument("--seed", type=int, default=1, help="seed of the new Reddick 2013 draws")
     ar.add_argument("--hyper-kind", choices=("prior", "posterior"), default=None,
                     help="kind of the draws: 'prior' (weighted per halo by its evidence in the analysis) or 'posterior' (draws of this catalogue's hyper-posterior); default: the store's kind")
-    ar.add_argument("--quiet", action="store_true")
     storage_options_arg(ar)
     ar.set_defaults(func=cmd_append_realizations)
 
@@ -413,82 +495,109 @@ def build_parser() -> argparse.ArgumentParser:
     mz.set_defaults(func=cmd_materialize)
 
     i = sub.add_parser("info", help="describe a store")
-    i.add_argument("store")
+    i.add_argument("store", help="the store")
     i.add_argument("--history", action="store_true",
                    help="list the commits of a versioned store (icechunk://...), newest first")
     storage_options_arg(i)
     i.set_defaults(func=cmd_info)
 
     v = sub.add_parser("verify", help="re-check a store's checksums and invariants")
-    v.add_argument("store")
+    v.add_argument("store", help="the store")
     storage_options_arg(v)
     v.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("summary", help="per-halo posterior summaries")
-    s.add_argument("store")
+    s.add_argument("store", help="the store")
     s.add_argument("-o", "--output", required=True, help="summary.csv or summary.nc")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     storage_options_arg(s)
     s.set_defaults(func=cmd_summary)
 
     sa = sub.add_parser("sample", help="draw halo mass samples")
-    sa.add_argument("store")
-    sa.add_argument("-n", type=int, required=True)
+    sa.add_argument("store", help="the store")
+    sa.add_argument("-n", type=int, required=True, help="samples per halo")
     sa.add_argument("-o", "--output", required=True, help="samples.zarr or samples.nc")
-    sa.add_argument("--method", choices=("grid", "normal"), default="grid")
+    sa.add_argument("--method", choices=("grid", "normal"), default="grid",
+                    help="inverse-CDF draws from the gridded posterior, or from its moment-matched normal")
     sa.add_argument("--independent", action="store_true", help="independent draws from each halo's marginal")
-    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--seed", type=int, default=0, help="seed of the draws")
     sa.add_argument("--overwrite", action="store_true", help="replace an existing output")
     storage_options_arg(sa)
     sa.set_defaults(func=cmd_sample)
 
     m = sub.add_parser("map", help="project mass samples onto a sky grid")
-    m.add_argument("store")
+    m.add_argument("store", help="the store")
     g = m.add_mutually_exclusive_group(required=True)
-    g.add_argument("--flat", type=float, metavar="PIXEL_ARCMIN")
-    g.add_argument("--healpix", type=int, metavar="NSIDE")
+    g.add_argument("--flat", type=float, metavar="PIXEL_ARCMIN", help="flat (gnomonic) grid with this pixel size")
+    g.add_argument("--healpix", type=int, metavar="NSIDE", help="HEALPix grid of this nside")
     m.add_argument("--ring", action="store_true", help="RING ordering for HEALPix (default NESTED)")
     m.add_argument("-n", type=int, default=100, help="number of mass samples (maps)")
     m.add_argument("-o", "--output", required=True, help="OUT.zarr, .nc, .fits or .png")
     m.add_argument("--center", type=lambda t: tuple(float(v) for v in t.split(",")), metavar="RA,DEC",
                    help="flat grid centre in degrees (default: the store's field centre)")
     m.add_argument("--size", type=float, metavar="ARCMIN", help="flat grid side (default: the store's field size)")
-    m.add_argument("--quantity", choices=("mass", "surface_density"), default="mass")
-    m.add_argument("--method", choices=("grid", "normal"), default="grid")
+    m.add_argument("--quantity", choices=("mass", "surface_density"), default="mass",
+                   help="mass per pixel (solMass) or per unit area (solMass arcmin-2)")
+    m.add_argument("--method", choices=("grid", "normal"), default="grid",
+                   help="inverse-CDF draws from the gridded posterior, or from its moment-matched normal")
     m.add_argument("--independent", action="store_true", help="independent draws from each halo's marginal")
     m.add_argument("--samples", action="store_true",
                    help="write the stack of sampled maps instead of their statistics (mean, std, quantiles, truth)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=int, default=0, help="seed of the mass samples")
     storage_options_arg(m)
     m.set_defaults(func=cmd_map)
 
     k = sub.add_parser("kappa", help="lensing convergence maps of mass samples (NFW halos, M200m)")
-    k.add_argument("store")
+    k.add_argument("store", help="the store")
     gk = k.add_mutually_exclusive_group(required=True)
-    gk.add_argument("--flat", type=float, metavar="PIXEL_ARCMIN")
-    gk.add_argument("--healpix", type=int, metavar="NSIDE")
+    gk.add_argument("--flat", type=float, metavar="PIXEL_ARCMIN", help="flat (gnomonic) grid with this pixel size")
+    gk.add_argument("--healpix", type=int, metavar="NSIDE", help="HEALPix grid of this nside")
     k.add_argument("--ring", action="store_true", help="RING ordering for HEALPix (default NESTED)")
     k.add_argument("--z-source", type=float, required=True, help="source-plane redshift")
     k.add_argument("-n", type=int, default=100, help="number of mass samples (maps)")
     k.add_argument("-o", "--output", required=True, help="OUT.zarr, .nc, .fits or .png")
     k.add_argument("--samples", action="store_true", help="write the stack of maps instead of their statistics")
     k.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--seed", type=int, default=0, help="seed of the mass samples")
     storage_options_arg(k)
     k.set_defaults(func=cmd_kappa)
 
     f = sub.add_parser("infer", help="infer the hyper-posterior from a catalogue")
     catalog_args(f)
     f.add_argument("-o", "--output", required=True, help="hyper.nc or hyper.csv")
-    f.add_argument("--method", choices=("laplace", "emcee"), default="laplace")
-    f.add_argument("--hyperprior", choices=("reddick2013", "flat"), default="reddick2013")
+    f.add_argument("--method", choices=("laplace", "emcee"), default="laplace",
+                   help="Laplace approximation refined by importance sampling, or emcee MCMC")
+    f.add_argument("--hyperprior", choices=("reddick2013", "flat"), default="reddick2013",
+                   help="prior on the hyperparameters")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output")
     f.add_argument("--free", help="hyperparameters to infer, comma separated (default alpha1,alpha2,alpha4,S)")
     f.add_argument("--lum-min", type=float, default=None,
                    help="flux limit of the catalogue (units of lum_obs): normalise by each halo's selection probability")
     f.set_defaults(func=cmd_infer)
+    _common_options(sub)
     return p
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, except for flags and options without one (no
+    ``(default: None)`` / ``(default: False)`` noise)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or isinstance(action, argparse._CountAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _common_options(sub) -> None:
+    """On every command: defaults shown in ``--help``, ``-v/--verbose`` and ``--quiet``."""
+    for q in sub.choices.values():
+        q.formatter_class = DefaultsHelpFormatter
+        known = {o for a in q._actions for o in a.option_strings}
+        if "--quiet" not in known:
+            q.add_argument("--quiet", action="store_true", help="no progress bars")
+        if "--verbose" not in known:
+            q.add_argument("-v", "--verbose", action="count", default=0, help="report the steps (-v), and debug messages too (-vv)")
 
 
 def _os_error_line(exc: OSError) -> str:
@@ -557,6 +666,7 @@ def main(argv=None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0) - 1)
     try:
         _check_output_place(args)
         if hasattr(args, "storage_options"):

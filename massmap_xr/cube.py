@@ -52,7 +52,7 @@ _BLOCK_BYTES = 64 * 2**20
 
 CUBE_ATTRS = {
     "long_name": "halo mass posterior P(M | L_obs, z, hyperparameters)",
-    "units": "dex(solMass)-1",
+    "units": "dex-1",
     "normalisation": "trapezoid integral over log10_mass equals 1 for every (halo, realization)",
 }
 

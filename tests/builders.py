@@ -112,7 +112,7 @@ def gaussian_cube(
     halo = 1000 + 7 * np.arange(n_halo)  # ids are labels, not positions
     ds = xr.Dataset(
         {
-            "posterior": (("halo", "mass", "realization"), dens.astype(np.float32), {"units": "dex(solMass)-1"}),
+            "posterior": (("halo", "mass", "realization"), dens.astype(np.float32), {"units": "dex-1"}),
             "z": ("halo", rng.uniform(0.05, 1.9, n_halo), {"units": "1"}),
             "lum_obs": ("halo", rng.uniform(1e3, 1e5, n_halo), {"units": "solLum"}),
             "mass_true": ("halo", 10.0**log_true, {"units": "solMass"}),

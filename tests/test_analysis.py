@@ -53,7 +53,7 @@ def test_marginalize_is_the_weighted_mean(backend_cube, cube):
     marg = analysis.marginalize(backend_cube)
     assert marg.dims == ("halo", "mass")
     assert marg.attrs["cell_methods"] == "realization: mean"
-    assert marg.attrs["units"] == "dex(solMass)-1"
+    assert marg.attrs["units"] == "dex-1"
     np.testing.assert_allclose(marg.values, numpy_marginal(cube), rtol=1e-12)
     np.testing.assert_allclose(np.trapezoid(marg.values, X, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(marg["ra"].values, cube["ra"].values)
@@ -570,13 +570,18 @@ def test_write_summary_csv_and_netcdf(tmp_path, backend_cube, cube):
     import pandas as pd
 
     csv = analysis.write_summary(backend_cube, tmp_path / "summary.csv", levels=(0.68, 0.997))
-    table = pd.read_csv(csv)
+    table = pd.read_csv(csv, comment="#")
     assert len(table) == cube.sizes["halo"]
-    for col in ("halo", "ra", "dec", "z", "mass_true", "mean", "std", "median", "mode",
-                "lower_68", "upper_68", "lower_99p7", "upper_99p7"):
+    for col in ("halo", "ra", "dec", "z", "mass_true_solMass", "log10_mass_mean", "log10_mass_std",
+                "log10_mass_median", "log10_mass_mode", "log10_mass_lower_68", "log10_mass_upper_68",
+                "log10_mass_lower_99p7", "log10_mass_upper_99p7"):
         assert col in table.columns, col
     s = analysis.summary(cube, levels=(0.68, 0.997))
-    np.testing.assert_allclose(table["upper_68"], s["upper"].sel(level=0.68).values, rtol=1e-12)
+    np.testing.assert_allclose(table["log10_mass_upper_68"], s["upper"].sel(level=0.68).values, rtol=1e-12)
+    np.testing.assert_allclose(table["mass_true_solMass"], cube["mass_true"].values, rtol=1e-12)
+    header = [line for line in open(csv) if line.startswith("#")]
+    assert any("log10_mass_std: [dex]" in line for line in header)
+    assert any("mass_true_solMass: [solMass]" in line for line in header)
     np.testing.assert_array_equal(table["halo"], cube["halo"].values)
 
     nc = analysis.write_summary(backend_cube, tmp_path / "summary.nc")

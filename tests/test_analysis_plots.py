@@ -51,8 +51,14 @@ def test_plot_posterior_draws_posterior_prior_and_truth(cube, backend):
         lo, hi = ax.get_xlim()
         assert lo < sub["mass_true"].values[i] < hi
     np.testing.assert_allclose(prior[0].get_ydata(), analysis.halo_prior(sub).values[0], rtol=1e-12)
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "halo 1007" in labels and "true mass" in labels and "prior" in labels
+    from matplotlib.legend import Legend
+
+    legends = ax.findobj(Legend)
+    labels = [t.get_text() for lg in legends for t in lg.get_texts()]
+    assert "halo 1007" in labels and "true mass" in labels and "prior p(log M | z)" in labels
+    # the line styles are explained once for every halo, the colours per halo; the figure has a title
+    assert {lg.get_title().get_text() for lg in legends} == {"colour: halo", "line style: every halo"}
+    assert ax.get_title().startswith("Halo mass posteriors")
 
 
 def test_plot_posterior_per_realization_and_options(cube):

@@ -51,7 +51,7 @@ def test_plot_map_wcs_axes_show_the_map(maps):
     np.testing.assert_allclose(np.asarray(img), stats["mean"].values)
     assert ax.images[0].get_cmap().name == "gray"
     cbar_label = ax.figure.axes[-1].get_ylabel()
-    assert "solMass" in cbar_label
+    assert cbar_label.startswith("mass per ") and "′ pixel [M$_\\odot$]" in cbar_label
 
 
 def test_plot_map_offsets_east_left(maps):
@@ -86,8 +86,10 @@ def test_plot_statistics_side_by_side_shared_scale(maps):
     _, stats, _, _ = maps
     fig = mapplot.plot_statistics(stats)
     image_axes = [a for a in fig.axes if a.images]
-    assert [a.get_title() for a in image_axes] == ["posterior mean", "posterior standard deviation", "truth"]
-    mean_im, std_im, truth_im = (a.images[0] for a in image_axes)
+    assert [a.get_title() for a in image_axes] == ["posterior mean", "posterior standard deviation",
+                                                   "signal-to-noise mean / std", "truth (true masses)",
+                                                   "residual (mean − truth) / std"]
+    mean_im, std_im, _, truth_im, _ = (a.images[0] for a in image_axes)
     assert mean_im.get_clim() == truth_im.get_clim()
     assert std_im.get_clim() != mean_im.get_clim()
     np.testing.assert_allclose(np.asarray(truth_im.get_array()), stats["truth"].values)
@@ -144,7 +146,7 @@ def test_plot_statistics_healpix_panels(maps):
     fig = mapplot.plot_statistics(hstats, fields=["mean", "std", "truth", "residual"])
     assert len([a for a in fig.axes if a.images]) == 4
     fig = mapplot.plot_statistics(hstats, view="gnomview")
-    assert len(mapplot._healpy_axes(fig)) == 3
+    assert len(mapplot._healpy_axes(fig)) == 5
 
 
 def test_plot_residuals_histogram(maps):
@@ -157,8 +159,8 @@ def test_plot_residuals_histogram(maps):
 
 def test_plot_maps_dispatch(maps):
     flat, stats, hstats, _ = maps
-    assert len([a for a in mapplot.plot_maps(flat).axes if a.images]) == 2  # mean, std (no truth)
-    assert len([a for a in mapplot.plot_maps(stats).axes if a.images]) == 3
+    assert len([a for a in mapplot.plot_maps(flat).axes if a.images]) == 3  # mean, std, snr (no truth)
+    assert len([a for a in mapplot.plot_maps(stats).axes if a.images]) == 5  # and truth, residual
     assert len([a for a in mapplot.plot_maps(flat.isel(sample=1)).axes if a.images]) == 1
     assert isinstance(mapplot.plot_maps(hstats["mean"]), matplotlib.figure.Figure)
     ax = mapplot.plot_map(hstats["truth"], xsize=64)

@@ -3,7 +3,7 @@
 Each function takes the cube as first argument and returns the matplotlib
 :class:`~matplotlib.axes.Axes` (or :class:`~matplotlib.figure.Figure`) it drew on, so callers
 can restyle or save it.  Only the few halos being drawn are read from a lazy cube.  Masses are
-on a logarithmic axis in M_sun; densities are per unit log10 M (``dex(solMass)-1``).
+on a logarithmic axis in M_sun; densities are per unit log10 M (``dex-1``).
 
 Artists carry a ``gid`` naming what they show (``"posterior"``, ``"prior"``, ``"truth"``,
 ``"fit"``, ``"pit"``, ``"coverage"``), which makes figures easy to inspect or restyle.
@@ -112,17 +112,34 @@ def plot_posterior(
             kw = {"lw": 1.6} if marginal else {"lw": 0.6, "alpha": 0.5}
             ax.plot(mass, row, color=color, label=f"halo {h}" if j == 0 else None, gid="posterior", **kw)
         if prior is not None:
-            ax.plot(mass, prior[i], color=color, ls="--", lw=1.0, alpha=0.8, gid="prior",
-                    label="prior" if i == 0 else None)
+            ax.plot(mass, prior[i], color=color, ls="--", lw=1.0, alpha=0.8, gid="prior")
         if np.isfinite(truth[i]):
-            ax.axvline(truth[i], color=color, ls=":", lw=1.2, gid="truth", label="true mass" if i == 0 else None)
+            ax.axvline(truth[i], color=color, ls=":", lw=1.2, gid="truth")
     ax.set_xscale("log")
     _mass_limits(ax, mass, curves.reshape(-1, mass.size), truth)
     ax.set_xlabel(_MASS_LABEL)
     ax.set_ylabel(_DENSITY_LABEL)
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize="small")
+    _posterior_legends(ax, prior is not None, bool(np.isfinite(truth).any()), marginal)
+    n_r = ds.sizes.get("realization", 0)
+    ax.set_title(f"Halo mass posteriors ({'marginalised over' if marginal else 'one line per'} {n_r} "
+                 "hyperparameter draw" + ("s" if n_r != 1 else "") + ")", fontsize="medium")
     return ax
+
+
+def _posterior_legends(ax: Axes, prior: bool, truth: bool, marginal: bool) -> None:
+    """Two legends: the colours (one per halo) and the line styles (the same for every halo)."""
+    from matplotlib.lines import Line2D
+
+    styles = [Line2D([], [], color="0.25", lw=1.6 if marginal else 0.6,
+                     label="posterior p(log M | L_obs, z)" + ("" if marginal else ", per draw"))]
+    if prior:
+        styles.append(Line2D([], [], color="0.25", ls="--", lw=1.0, label="prior p(log M | z)"))
+    if truth:
+        styles.append(Line2D([], [], color="0.25", ls=":", lw=1.2, label="true mass"))
+    ax.add_artist(ax.legend(handles=styles, fontsize="small", loc="upper left", title="line style: every halo",
+                            title_fontsize="small"))
+    ax.legend(fontsize="small", loc="upper right", title="colour: halo", title_fontsize="small")  # ax.get_legend()
 
 
 def plot_fit(ds: xr.Dataset, halo=None, *, ax: Axes | None = None) -> Axes:

@@ -57,7 +57,7 @@ __all__ = [
 #: units of log10(M / M_sun)
 LOG10_MASS_UNITS = "dex(solMass)"
 _WIDTH_UNITS = "dex"
-_DENSITY_UNITS = "dex(solMass)-1"
+_DENSITY_UNITS = "dex-1"
 
 _SUMMARY_STATS = ("mean", "std", "median", "mode")
 _FIT_STATS = ("mu", "sigma", "ks", "kl")
@@ -199,6 +199,22 @@ def _by_rows(p: np.ndarray, *, kernel, **kwargs) -> np.ndarray:
     return out.reshape(*lead, *out.shape[1:])
 
 
+def _named_by_rows(name: str):
+    """:func:`_by_rows` under the name ``name``, so dask task keys say what they compute
+    (``massmap_summary-<token>`` instead of ``by_rows-<token>``)."""
+    def run(p, *, kernel, **kwargs):
+        return _by_rows(p, kernel=kernel, **kwargs)
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+_CDF_ROWS = _named_by_rows("massmap_cdf")
+_SUMMARY_ROWS = _named_by_rows("massmap_summary")
+_QUANTILE_ROWS = _named_by_rows("massmap_quantiles")
+_FIT_ROWS = _named_by_rows("massmap_fit_normal")
+
+
 def _summary_kernel(p: np.ndarray, x: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """mean, std, median, mode and the quantiles ``probs``, stacked on a new last axis."""
     _, mean, std = moments(p, x)
@@ -263,7 +279,7 @@ def marginalize(ds: xr.Dataset) -> xr.DataArray:
     -------
     xarray.DataArray
         ``posterior(halo, mass)``, float64 density per unit log10 M (units of the cube's
-        ``posterior``, ``dex(solMass)-1``), normalised like every realization; dask-backed on a
+        ``posterior``, ``dex-1``), normalised like every realization; dask-backed on a
         dask cube.  ``cell_methods = "realization: mean"``.  NaN in any realization (an
         unwritten region of a store) stays NaN.  The weighted sum is accumulated one
         realization at a time in a fixed order, so the values are bitwise the same whatever
@@ -318,7 +334,7 @@ def cdf(ds: xr.Dataset, *, per_realization: bool = False) -> xr.DataArray:
     """
     dens = _density(ds, per_realization)
     out = xr.apply_ufunc(
-        _by_rows, dens, kwargs={"kernel": cdf_kernel, "x": log10_grid(ds)},
+        _CDF_ROWS, dens, kwargs={"kernel": cdf_kernel, "x": log10_grid(ds)},
         input_core_dims=[["mass"]], output_core_dims=[["mass"]],
         dask="parallelized", output_dtypes=[np.float64],
     )
@@ -372,7 +388,7 @@ def summary(
     probs = np.array([(1 - v) / 2 for v in lv] + [(1 + v) / 2 for v in lv])
     n_stat = len(_SUMMARY_STATS) + probs.size
     stacked = xr.apply_ufunc(
-        _by_rows, dens, kwargs={"kernel": _summary_kernel, "x": log10_grid(ds), "probs": probs},
+        _SUMMARY_ROWS, dens, kwargs={"kernel": _summary_kernel, "x": log10_grid(ds), "probs": probs},
         input_core_dims=[["mass"]], output_core_dims=[["statistic"]],
         dask="parallelized", output_dtypes=[np.float64], keep_attrs=False,
         dask_gufunc_kwargs={"output_sizes": {"statistic": n_stat}},
@@ -430,7 +446,7 @@ def quantile(ds: xr.Dataset, q, *, per_realization: bool = False) -> xr.DataArra
     qa = np.atleast_1d(qa)
     dens = _density(ds, per_realization)
     out = xr.apply_ufunc(
-        _by_rows, dens, kwargs={"kernel": _quantile_kernel, "x": log10_grid(ds), "q": qa},
+        _QUANTILE_ROWS, dens, kwargs={"kernel": _quantile_kernel, "x": log10_grid(ds), "q": qa},
         input_core_dims=[["mass"]], output_core_dims=[["quantile"]],
         dask="parallelized", output_dtypes=[np.float64],
         dask_gufunc_kwargs={"output_sizes": {"quantile": qa.size}},
@@ -466,7 +482,7 @@ def fit_normal(ds: xr.Dataset, *, per_realization: bool = False) -> xr.Dataset:
     """
     dens = _density(ds, per_realization)
     stacked = xr.apply_ufunc(
-        _by_rows, dens, kwargs={"kernel": _fit_kernel, "x": log10_grid(ds)},
+        _FIT_ROWS, dens, kwargs={"kernel": _fit_kernel, "x": log10_grid(ds)},
         input_core_dims=[["mass"]], output_core_dims=[["statistic"]],
         dask="parallelized", output_dtypes=[np.float64], keep_attrs=False,
         dask_gufunc_kwargs={"output_sizes": {"statistic": len(_FIT_STATS)}},
@@ -475,7 +491,7 @@ def fit_normal(ds: xr.Dataset, *, per_realization: bool = False) -> xr.Dataset:
         "mu": {"long_name": "mean of the normal fit to log10 halo mass", "units": LOG10_MASS_UNITS},
         "sigma": {"long_name": "standard deviation of the normal fit to log10 halo mass", "units": _WIDTH_UNITS},
         "ks": {"long_name": "max |CDF - normal CDF| on the mass grid (Kolmogorov distance)", "units": "1"},
-        "kl": {"long_name": "Kullback-Leibler divergence KL(posterior || normal fit)", "units": "nat"},
+        "kl": {"long_name": "Kullback-Leibler divergence KL(posterior || normal fit) in nats", "units": "1"},
     }
     out = xr.Dataset({k: stacked.isel(statistic=i, drop=True).assign_attrs(attrs[k]) for i, k in enumerate(_FIT_STATS)})
     out.attrs = {"title": "massmap_xr normal fits in log10 M"}
@@ -499,7 +515,7 @@ def halo_prior(ds: xr.Dataset) -> xr.DataArray:
     Returns
     -------
     xarray.DataArray
-        ``prior(halo, mass)``, float64, units ``dex(solMass)-1``; dask-backed if ``z`` is.
+        ``prior(halo, mass)``, float64, units ``dex-1``; dask-backed if ``z`` is.
     """
     validate_cube(ds)
     if "prior_dndm" not in ds or "z" not in ds:

@@ -197,13 +197,15 @@ def _draw(post, ids, pick, *, x, n, key, method):
         post = post.rechunk({2: -1})
         hchunks = post.chunks[0]
         u = da.from_array(np.asarray(ids), chunks=(hchunks,)).map_blocks(
-            _halo_uniforms, n=n, key=key, new_axis=1, chunks=(hchunks, (n,)), dtype=np.float64
+            _halo_uniforms, n=n, key=key, new_axis=1, chunks=(hchunks, (n,)), dtype=np.float64,
+            token="massmap-uniforms",
         )
         rpos = da.from_array(np.arange(post.shape[1]), chunks=(post.chunks[1],))
         pick = da.asarray(pick).rechunk(-1)
         blocks = da.blockwise(
             _draw_block, "hks", post, "hkm", u, "hs", rpos, "k", pick, "s",
             x=x, method=method, adjust_chunks={"k": 1}, dtype=np.float64, concatenate=True,
+            token="massmap-draw-log10-mass",
         )
         return blocks.sum(axis=1)
     post = np.asarray(post)
@@ -215,6 +217,16 @@ def _draw(post, ids, pick, *, x, n, key, method):
         u = _halo_uniforms(ids[sl], n=n, key=key)
         out[sl] = _draw_block(post[sl], u, np.arange(n_r), pick, x=x, method=method)[:, 0, :]
     return out
+
+
+def _label_of(pick, labels):
+    """The realization labels of the picked positions."""
+    return labels[pick]
+
+
+def _pow10(log_m):
+    """Masses 10**log_m."""
+    return 10.0**log_m
 
 
 def _check_sample_memory(ds: xr.Dataset, n: int) -> None:
@@ -316,9 +328,10 @@ def sample(
         labels = realization_labels(ds)
         if isinstance(weight, da.Array):
             pick = weight.rechunk(-1).map_blocks(
-                pick_realizations, n=n, key=key, labels=labels, chunks=((n,),), dtype=np.int64
+                pick_realizations, n=n, key=key, labels=labels, chunks=((n,),), dtype=np.int64,
+                token="massmap-pick-realizations",
             )
-            used = pick.map_blocks(lambda p: labels[p], dtype=labels.dtype)
+            used = pick.map_blocks(_label_of, labels, dtype=labels.dtype, token="massmap-realization-labels")
         else:
             pick = pick_realizations(weight, n=n, key=key, labels=labels)
             used = labels[pick]
@@ -334,8 +347,10 @@ def sample(
         "sample", used,
         {"long_name": "hyperparameter realization used by each sample (-1: drawn from the marginal posterior)"},
     )
+    mass = log_m.map_blocks(_pow10, dtype=np.float64, token="massmap-sample-mass") if isinstance(log_m, da.Array) \
+        else _pow10(log_m)
     return xr.DataArray(
-        10.0**log_m, dims=("halo", "sample"), coords=coords, name="mass",
+        mass, dims=("halo", "sample"), coords=coords, name="mass",
         attrs={
             "long_name": "halo mass drawn from the posterior",
             "units": "solMass",

@@ -8,15 +8,20 @@ tangent-plane offsets in arcmin (``coords="offsets"``).  HEALPix maps (from
 zoomed on the occupied cells), ``cartview`` or ``mollview``.
 
 :func:`plot_statistics` puts the posterior mean, the posterior standard deviation and the
-truth side by side (mean and truth share one colour scale so they can be compared by eye),
-and :func:`plot_residuals` checks the calibration of the posterior with the standardised
-residuals.  Every function returns the matplotlib Figure or Axes it drew on; none selects a
-backend.
+signal-to-noise side by side, and with a truth map the truth (on the mean's colour scale, so
+they compare by eye) and the residual (mean − truth) / std in σ; :func:`plot_residuals` checks
+the calibration of the posterior with the standardised residuals.  Colour bars name the
+quantity and the pixel (``mass per 1′ pixel [M_sun]``) and carry a few evenly spaced ticks whose
+labels never overlap; cells without data (HEALPix cells holding no halo) are drawn in
+:data:`NO_DATA_COLOR`, a colour outside every colour map used, with a legend entry; a map made
+from mock positions says so under the figure.  Every function returns the matplotlib Figure or
+Axes it drew on; none selects a backend.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -25,11 +30,22 @@ import xarray as xr
 
 from massmap_xr.errors import ProjectionError
 from massmap_xr.sky.grid import FlatGrid, map_kind, spatial_dims
+from massmap_xr.sky.plotstyle import (
+    NO_DATA_COLOR,
+    RESIDUAL_CMAP,
+    SNR_CMAP,
+    add_colorbar,
+    no_data_legend,
+    position_note,
+    quantity_label,
+)
 from massmap_xr.sky.statistics import map_statistics
 
 __all__ = ["plot_healpix", "plot_map", "plot_maps", "plot_residuals", "plot_statistics", "rasterize_healpix"]
 
 Stretch = Literal["linear", "log", "asinh"]
+
+
 _HEALPIX_VIEWS = ("gnomonic", "gnomview", "cartview", "mollview")
 
 
@@ -50,6 +66,8 @@ def _single_map(map: xr.DataArray) -> xr.DataArray:
 
 
 def _label(map: xr.DataArray, default: str = "map") -> str:
+    if map.attrs.get("units") in ("solMass", "solMass arcmin-2", "solMass deg-2", "solMass sr-1"):
+        return quantity_label(map.attrs)
     name = map.attrs.get("long_name", map.name or default)
     units = map.attrs.get("units")
     return f"{name} [{units}]" if units not in (None, "", "1") else str(name)
@@ -206,7 +224,7 @@ def plot_map(
         label = _label(m) if label is None else label
         if smooth:
             label += f"\nGaussian-smoothed, σ = {smooth:g}′"
-        ax.figure.colorbar(im, ax=ax, label=label, shrink=0.85)
+        add_colorbar(ax.figure, im, ax, label, norm)
     if title:
         ax.set_title(title)
     return ax
@@ -370,14 +388,16 @@ def _draw_healpix(map, *, view, rot, reso, xsize, fill, cmap, stretch, vmin, vma
         ax = fig.add_subplot(*(sub or (1, 1, 1)), projection=grid.to_wcs())
         from matplotlib import colormaps
 
-        cm = colormaps[cmap].with_extremes(bad="0.75")
+        cm = colormaps[cmap].with_extremes(bad=NO_DATA_COLOR)
         im = ax.imshow(img, origin="lower", cmap=cm, norm=norm, interpolation="nearest")
+        if np.isnan(img).any():
+            no_data_legend(ax)
         ax.coords[0].set_axislabel("right ascension (ICRS)")
         ax.coords[1].set_axislabel("declination (ICRS)")
         _radec_ticks(ax)
         ax.coords.grid(color="tab:orange", alpha=0.35, linestyle="dotted")
         if colorbar:
-            fig.colorbar(im, ax=ax, label=label, shrink=0.85)
+            add_colorbar(fig, im, ax, label, norm)
         ax.set_title(title or f"HEALPix nside {nside} ({'nested' if nest else 'ring'})")
         return fig, ax
     if nside > max_nside:
@@ -391,9 +411,20 @@ def _draw_healpix(map, *, view, rot, reso, xsize, fill, cmap, stretch, vmin, vma
     plt.figure(fig.number)  # healpy draws into the current figure
     common = {
         "nest": nest, "cmap": cmap, "norm": norm, "min": norm.vmin, "max": norm.vmax, "title": title or "",
-        "unit": label, "cbar": colorbar, "sub": sub or (1, 1, 1), "badcolor": "0.75",
+        "unit": label, "cbar": colorbar, "sub": sub or (1, 1, 1), "badcolor": NO_DATA_COLOR,
         "margins": (0.01, 0.0, 0.01, 0.06),
     }
+    with warnings.catch_warnings():
+        # healpy's own axes still call Colormap.set_over/set_under/set_bad (deprecated by matplotlib)
+        warnings.filterwarnings("ignore", message=r"The set_(over|under|bad) function will be deprecated",
+                                category=PendingDeprecationWarning, module=r"healpy\.")
+        _healpy_view(full, view, center, radius, reso, xsize, nside, rot, common)
+    return fig, _healpy_axes(fig)[-1]
+
+
+def _healpy_view(full, view, center, radius, reso, xsize, nside, rot, common):
+    import healpy as hp
+
     if view == "gnomview":
         if reso is None:
             reso = max(1.6 * radius * 60.0 / xsize, 1e-3)
@@ -405,7 +436,6 @@ def _draw_healpix(map, *, view, rot, reso, xsize, fill, cmap, stretch, vmin, vma
     else:
         hp.mollview(full, rot=None if rot is None else (center[0], center[1], 0.0), xsize=max(xsize, 800), **common)
         hp.graticule(dpar=30, dmer=30, alpha=0.3)
-    return fig, _healpy_axes(fig)[-1]
 
 
 def plot_statistics(
@@ -420,15 +450,16 @@ def plot_statistics(
     figsize: tuple[float, float] | None = None,
     **healpix_kwargs,
 ):
-    """Posterior mean, posterior std and truth maps side by side.
+    """Posterior mean, std and signal-to-noise maps, and with a truth map the truth and the residual.
 
     Parameters
     ----------
     stats : xarray.Dataset
         Output of :func:`massmap_xr.sky.map_statistics`.
     fields : sequence of str, optional
-        Variables to draw, left to right (default ``mean``, ``std`` and ``truth`` when
-        present).
+        Variables to draw, left to right and top to bottom, three per row (default ``mean``,
+        ``std``, ``snr`` and, when present, ``truth`` and ``residual``).  ``snr`` is drawn in
+        :data:`SNR_CMAP` from 0, ``residual`` in σ in :data:`RESIDUAL_CMAP` from -4 to 4.
     coords, cmap, stretch, smooth
         As in :func:`plot_map`.
     share_scale : bool, default True
@@ -448,13 +479,15 @@ def plot_statistics(
     if not isinstance(stats, xr.Dataset) or "mean" not in stats:
         raise ProjectionError("plot_statistics needs the Dataset returned by map_statistics (with 'mean')")
     if fields is None:
-        fields = [f for f in ("mean", "std", "truth") if f in stats]
+        fields = [f for f in ("mean", "std", "snr", "truth", "residual") if f in stats]
     missing = [f for f in fields if f not in stats]
     if missing:
         raise ProjectionError(f"plot_statistics: no variable(s) {missing} in the statistics; have {sorted(stats.data_vars)}")
     kind = map_kind(stats)
     n = len(fields)
-    figsize = figsize or ((5.6 * n, 5.2) if kind == "flat" else (5.2 * n, 5.6))
+    ncol = min(n, 3)
+    nrow = -(-n // ncol)
+    figsize = figsize or ((5.6 * ncol, 5.0 * nrow + 0.4) if kind == "flat" else (5.2 * ncol, 5.4 * nrow + 0.4))
     view = healpix_kwargs.get("view", "gnomonic")
     fig = plt.figure(figsize=figsize, layout="constrained" if kind == "flat" or view == "gnomonic" else None)
     ref = "truth" if "truth" in stats else "mean"
@@ -462,8 +495,10 @@ def plot_statistics(
     if kind == "flat" and smooth:
         ref_vals = _smoothed(stats[ref].assign_attrs(stats.attrs), smooth)
     shared = _norm(ref_vals, stretch)
-    titles = {"mean": "posterior mean", "std": "posterior standard deviation", "truth": "truth",
-              "snr": "signal-to-noise", "residual": "(mean - truth) / std"}
+    titles = {"mean": "posterior mean", "std": "posterior standard deviation", "truth": "truth (true masses)",
+              "snr": "signal-to-noise mean / std", "residual": "residual (mean − truth) / std",
+              "quantiles": "posterior median"}
+    what = {"mean": "posterior mean", "std": "posterior std of", "truth": "true", "quantiles": "posterior median"}
     grid = FlatGrid.from_coords(stats) if kind == "flat" else None
     for i, f in enumerate(fields, start=1):
         da = stats[f].assign_attrs({**stats.attrs, **stats[f].attrs})
@@ -472,16 +507,31 @@ def plot_statistics(
         limits = {}
         if share_scale and f in ("mean", "truth", "quantiles"):
             limits = {"vmin": shared.vmin, "vmax": shared.vmax}
+        this_cmap = cmap
+        if f == "snr":
+            this_cmap, limits = SNR_CMAP, {"vmin": 0.0}
+        elif f == "residual":
+            this_cmap, limits = RESIDUAL_CMAP, {"vmin": -4.0, "vmax": 4.0}
         this_stretch = "linear" if f in ("residual", "snr") else stretch
-        units = da.attrs.get("units", "")
-        label = f"[{units}]" if units not in ("", "1") else ""
+        if f == "residual":
+            label = "(mean − truth) / std [σ]"
+        elif f == "snr":
+            label = "signal-to-noise mean / std"
+        else:
+            label = quantity_label(da.attrs, what.get(f, ""))
         if kind == "flat":
-            ax = fig.add_subplot(1, n, i, projection=grid.to_wcs()) if coords == "wcs" else fig.add_subplot(1, n, i)
-            plot_map(da, ax=ax, coords=coords, cmap=cmap, stretch=this_stretch, smooth=smooth,
+            ax = fig.add_subplot(nrow, ncol, i, projection=grid.to_wcs()) if coords == "wcs" else \
+                fig.add_subplot(nrow, ncol, i)
+            plot_map(da, ax=ax, coords=coords, cmap=this_cmap, stretch=this_stretch, smooth=smooth,
                      title=titles.get(f, f), label=label, **limits)
         else:
-            plot_healpix(da, fig=fig, sub=(1, n, i), cmap=cmap, stretch=this_stretch,
+            plot_healpix(da, fig=fig, sub=(nrow, ncol, i), cmap=this_cmap, stretch=this_stretch,
                          title=titles.get(f, f), label=label, **limits, **healpix_kwargs)
+    n_samples = stats.attrs.get("n_samples")
+    fig.suptitle(f"Posterior halo mass map{f' from {n_samples} joint mass samples' if n_samples else ''}")
+    note = position_note(stats.attrs)
+    if note:
+        fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize="small", style="italic")
     return fig
 
 

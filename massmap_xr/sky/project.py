@@ -245,6 +245,7 @@ def accumulate_cells(masses: xr.DataArray, index: np.ndarray, n_cells: int):
             idx_d, "h", ids_d, "h", data, "hs",
             new_axes={"p": n_cells}, adjust_chunks={"h": 1},
             dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64), n_cells=n_cells,
+            token="massmap-project-cells",
         )
         return parts.sum(axis=0) if len(hchunks) > 1 else parts[0]
     return _accumulate(index, ids, np.asarray(data), n_cells)
@@ -446,6 +447,7 @@ def project_flat(
     attrs = {
         **_quantity_attrs(quantity, area_unit),
         **grid.header(),
+        "cell_measures": "area: pixel_area",  # CF: the solid angle of every pixel
         "projection": "gnomonic (TAN)",
         "pixel_scale_arcmin": p,
         "n_halos": int(masses.sizes["halo"]),

@@ -169,8 +169,12 @@ def map_statistics(
         out["residual"] = _safe_ratio(out["mean"] - out["truth"], out["std"]).assign_attrs(
             units="1", long_name="standardised residual (mean - truth) / std"
         )
+    if "pixel_area" in out.coords:  # CF: per-pixel quantities point to the pixels' solid angle
+        for k in ("mean", "std", "quantiles", "truth"):
+            if k in out:
+                out[k].attrs["cell_measures"] = "area: pixel_area"
     out[QUANTILE_DIM].attrs = {"long_name": "quantile level", "units": "1"}
-    out.attrs = {k: attrs_scalar(v) for k, v in maps.attrs.items() if k not in ("units", "long_name")}
+    out.attrs = {k: attrs_scalar(v) for k, v in maps.attrs.items() if k not in ("units", "long_name", "cell_measures")}
     out.attrs["n_samples"] = int(maps.sizes[sdim])
     return out
 

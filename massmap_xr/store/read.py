@@ -188,6 +188,7 @@ def store_info(path, storage_options=None) -> dict:
         "shape": dict(zip(("halo", "mass", "realization"), post.shape, strict=True)),
         "chunks": dict(zip(("halo", "mass", "realization"), post.chunks, strict=True)),
         "shards": dict(zip(("halo", "mass", "realization"), shards, strict=True)) if shards else None,
+        "slab_halos": int(read_layout(attrs, str(path)).halo_chunk),
         "chunks_written": f"{int((crc >= 0).sum())}/{crc.size}",
         "max_normalisation_error": float(np.max(written)) if written.size else None,
         "uncompressed_bytes": int(np.prod(post.shape) * 4),

@@ -15,7 +15,7 @@ from massmap_xr.store.read import open_store
 
 
 def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | None = None,
-                     storage_options: dict | None = None) -> xr.Dataset:
+                     storage_options: dict | None = None, allow_incomplete: bool = False) -> xr.Dataset:
     """A lazy cube of ``catalog`` built with the model of the store at ``path``.
 
     The store's mass grid, prior, method (``n_lum``, Monte Carlo seed), default ``sigma_obs`` and
@@ -36,6 +36,10 @@ def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | Non
         Hyperparameter samples for the new cube (default: the store's).
     chunks : int, optional
         Halos per dask chunk (default: the store's slab size).
+    allow_incomplete : bool, default False
+        Also read a store that is not complete yet, e.g. one made by :func:`init_store` for
+        several writers (``massmap build ... --halo-range`` builds its slabs this way, so every
+        writer uses the model recorded when the store was initialised).
 
     Raises
     ------
@@ -49,7 +53,7 @@ def build_like_store(catalog: xr.Dataset, path, *, hyper=None, chunks: int | Non
     # a store with an interrupted append is read too: rebuilding the appended cube is how that
     # append is finished when the cube first passed was refused
     pending = PENDING in open_group(str(path), storage_options, mode="r").attrs
-    store = open_store(path, storage_options=storage_options, allow_incomplete=pending)
+    store = open_store(path, storage_options=storage_options, allow_incomplete=pending or allow_incomplete)
     attrs = store.attrs
     prior = prior_from_attrs(attrs, store.get("prior_z"), store.get("prior_dndm"), source=repr(str(path)),
                              error=StoreError)

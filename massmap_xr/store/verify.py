@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from massmap_xr.cube import STORE_COORDS, STORE_VARIABLES
+from massmap_xr.log import progress_iter
 from massmap_xr.store.checks import (
     arrays_of,
     catalog_hash_of,
@@ -113,7 +114,8 @@ def _verify_metadata(group, attrs, layout: StoreLayout) -> list[str]:
     return problems
 
 
-def verify_store(path, *, storage_options: dict | None = None, check_normalisation: bool = True) -> VerifyReport:
+def verify_store(path, *, storage_options: dict | None = None, check_normalisation: bool = True,
+                 progress: bool = False) -> VerifyReport:
     """Re-check every posterior chunk of a store against the checksums recorded at write time.
 
     Each damaged cell (altered, truncated, deleted, unreadable) is reported by its halo and
@@ -127,6 +129,8 @@ def verify_store(path, *, storage_options: dict | None = None, check_normalisati
     SHA-256 it recorded for every stored variable (catalogue, hyperparameters, prior table), its
     catalogue and hyperparameter hashes and its package and kernel versions; each altered
     variable is named.
+
+    ``progress=True`` shows a progress bar over the chunks (standard error).
 
     Returns
     -------
@@ -168,33 +172,33 @@ def verify_store(path, *, storage_options: dict | None = None, check_normalisati
         return VerifyReport(path, 0, problems)
     problems += _verify_metadata(group, attrs, layout)
     n = 0
-    for i in range(layout.n_halo_chunks):
+    cells = [(i, j) for i in range(layout.n_halo_chunks) for j in range(layout.n_realization_chunks)]
+    for i, j in progress_iter(cells, enabled=progress, desc=f"verify {path}", unit="chunk"):
         hs = layout.halo_slice(i)
-        for j in range(layout.n_realization_chunks):
-            rs = layout.realization_slice(j)
-            n += 1
-            where = layout.describe_cell(i, j)
-            if crc[i, j] < 0:
-                problems.append(f"{where}: never written")
-                continue
-            try:
-                block = np.ascontiguousarray(post[hs, :, rs])
-            except Exception as exc:  # noqa: BLE001 - a damaged chunk can raise anything from the codec
-                problems.append(f"{where}: unreadable ({type(exc).__name__}: {exc})")
-                continue
-            if crc32_of(block) != int(crc[i, j]):
-                kind = "missing (reads as fill value NaN)" if np.isnan(block).all() else "altered"
-                problems.append(f"{where}: checksum mismatch, chunk {kind}")
-                continue
-            negative = int(np.count_nonzero(block < 0))
-            if negative:
-                problems.append(f"{where}: {negative} negative density value(s) (a posterior density is never "
-                                "negative); rebuild the store")
-            if check_normalisation:
-                err = float(np.max(norm_error(block, w))) if block.size else 0.0
-                if not err <= NORM_ATOL:
-                    problems.append(f"{where}: normalisation off (worst |integral - 1| = {err:.3g} > {NORM_ATOL:g})")
-                elif norm is not None and np.isfinite(norm[i, j]) and not abs(err - norm[i, j]) <= 1e-9:
-                    problems.append(f"{where}: normalisation error {err:.3g} differs from the {norm[i, j]:.3g} "
-                                    "recorded at write time")
+        rs = layout.realization_slice(j)
+        n += 1
+        where = layout.describe_cell(i, j)
+        if crc[i, j] < 0:
+            problems.append(f"{where}: never written")
+            continue
+        try:
+            block = np.ascontiguousarray(post[hs, :, rs])
+        except Exception as exc:  # noqa: BLE001 - a damaged chunk can raise anything from the codec
+            problems.append(f"{where}: unreadable ({type(exc).__name__}: {exc})")
+            continue
+        if crc32_of(block) != int(crc[i, j]):
+            kind = "missing (reads as fill value NaN)" if np.isnan(block).all() else "altered"
+            problems.append(f"{where}: checksum mismatch, chunk {kind}")
+            continue
+        negative = int(np.count_nonzero(block < 0))
+        if negative:
+            problems.append(f"{where}: {negative} negative density value(s) (a posterior density is never "
+                            "negative); rebuild the store")
+        if check_normalisation:
+            err = float(np.max(norm_error(block, w))) if block.size else 0.0
+            if not err <= NORM_ATOL:
+                problems.append(f"{where}: normalisation off (worst |integral - 1| = {err:.3g} > {NORM_ATOL:g})")
+            elif norm is not None and np.isfinite(norm[i, j]) and not abs(err - norm[i, j]) <= 1e-9:
+                problems.append(f"{where}: normalisation error {err:.3g} differs from the {norm[i, j]:.3g} "
+                                "recorded at write time")
     return VerifyReport(path, n, problems)
