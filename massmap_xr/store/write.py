@@ -415,10 +415,12 @@ _TEMPLATE_CRCS: dict = {}
 
 
 def remember_variable_crcs(path, storage_options, build_id: str, tmpl: xr.Dataset) -> None:
-    """Record the CRC-32 of every variable but the posterior as the template just wrote it."""
+    """Record the CRC-32 of every variable the template writes in full (not the posterior, nor the
+    per-(halo, realization) variables, which the slabs write later and finalising reads back)."""
     _TEMPLATE_CRCS[(path_key(path, storage_options), build_id)] = {
         name: int(zlib.crc32(np.ascontiguousarray(np.asarray(v.values)).tobytes()))
-        for name, v in tmpl.variables.items() if name != "posterior"}
+        for name, v in tmpl.variables.items()
+        if name != "posterior" and not {"halo", "realization"} <= set(v.dims)}
 
 
 def recall_variable_crcs(path, storage_options, attrs: dict) -> dict | None:
@@ -426,10 +428,12 @@ def recall_variable_crcs(path, storage_options, attrs: dict) -> dict | None:
     return _TEMPLATE_CRCS.pop((path_key(path, storage_options), attrs.get(BUILD_ID)), None)
 
 
-def _variable_crcs(group) -> dict:
-    out = {}
+def _variable_crcs(group, known: dict | None = None) -> dict:
+    """CRC-32 of every variable but the posterior and the bookkeeping tables; those in ``known``
+    are taken from it instead of being read back."""
+    out = dict(known or {})
     for name, arr in sorted(arrays_of(group).items()):
-        if name == "posterior" or name in TABLES:
+        if name == "posterior" or name in TABLES or name in out:
             continue
         out[name] = int(zlib.crc32(np.ascontiguousarray(arr[...]).tobytes()))
     return out
@@ -495,7 +499,7 @@ def finalize(path: str, storage_options, build_id, *, from_append: bool) -> str:
         TABLE_CRC: int(zlib.crc32(np.ascontiguousarray(crc).tobytes())),
         N_HALO: int(layout.n_halo),
         N_REAL: int(layout.n_realization),
-        VAR_CRC: json.dumps(dict(sorted(known.items())) if known else _variable_crcs(group)),
+        VAR_CRC: json.dumps(dict(sorted(_variable_crcs(group, known).items()))),
         STATUS: "complete",
     })
     group.attrs.put(new)  # one write of the root metadata: complete and its invariants appear together
