@@ -160,7 +160,7 @@ def cmd_build(args) -> int:
         if args.init_only or args.halo_range is not None or args.resume:
             raise MassmapError("--recipe writes the store in one step: it cannot be combined with --init-only, "
                                "--halo-range or --resume")
-        to_store(cube, args.output, mode=mode, materialize=False)
+        to_store(cube, args.output, mode=mode, materialize=False, storage_options=args.storage_options)
         print(f"wrote recipe store {args.output}: {n['halo']} halos x {n['mass']} masses x {n['realization']} "
               f"realizations, computed on read, in {time.perf_counter() - t0:.1f} s")
         return 0
@@ -233,10 +233,11 @@ def cmd_materialize(args) -> int:
     if "://" not in args.source and not os.path.exists(args.source):
         raise StoreError(f"{args.source!r} does not exist; give the path of a massmap store")
     t0 = time.perf_counter()
-    ds = open_store(args.source)
+    so = args.storage_options
+    ds = open_store(args.source, storage_options=so)
     to_store(ds, args.output, mode="w" if args.overwrite else "w-", materialize=not args.recipe,
-             progress=not args.quiet)
-    print(f"wrote {args.output} ({store_info(args.output)['kind']}) from {args.source} in "
+             progress=_progress(args), storage_options=so)
+    print(f"wrote {args.output} ({store_info(args.output, storage_options=so)['kind']}) from {args.source} in "
           f"{time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -260,13 +261,15 @@ def describe_info(info: dict) -> list[tuple[str, str]]:
     the slab size (halos per chunk, what ``--halo-range`` must align to), and no empty entries."""
     shape, chunks = info["shape"], info["chunks"]
     status = info.get("status")
-    kind = info.get("kind") or "posterior cube store (posterior values on disk)"
+    kind = info.get("kind") or "materialised store"
+    if kind == "materialised store":
+        kind = "materialised store (posterior values on disk)"
     if status == "complete":
         state = "complete (every slab written and checksummed)"
     elif info.get("pending"):
         state = f"incomplete: an interrupted {info['pending']} (finish it or run `massmap verify`)"
     else:
-        state = (f"incomplete: {info['chunks_written']} chunks written (an interrupted build, or several writers "
+        state = (f"incomplete: {info.get('chunks_written', 0)} chunks written (an interrupted build, or several writers "
                  "still at work; `massmap finalize` seals it when all are written)")
     lines = [("path", info["path"]), ("kind", kind), ("status", state),
              ("halos", f"{shape['halo']:,}"), ("mass grid", f"{shape['mass']} points"),
@@ -276,7 +279,8 @@ def describe_info(info: dict) -> list[tuple[str, str]]:
              ("chunks", " x ".join(f"{chunks[d]} {d}" for d in ("halo", "mass", "realization")))]
     if info.get("shards"):
         lines.append(("shards", " x ".join(f"{info['shards'][d]} {d}" for d in ("halo", "mass", "realization"))))
-    lines.append(("chunks written", info["chunks_written"]))
+    if "chunks_written" in info:  # a recipe store has no posterior chunks
+        lines.append(("chunks written", info["chunks_written"]))
     if info.get("max_normalisation_error") is not None:
         lines.append(("max normalisation err", f"{info['max_normalisation_error']:.3g}"))
     lines.append(("size (uncompressed)", f"{info['uncompressed_bytes'] / 1e9:.3g} GB"))
@@ -491,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     mz.add_argument("-o", "--output", required=True, help="the store to write")
     mz.add_argument("--recipe", action="store_true", help="write a recipe store (inputs only) instead")
     mz.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    mz.add_argument("--quiet", action="store_true")
+    storage_options_arg(mz)
     mz.set_defaults(func=cmd_materialize)
 
     i = sub.add_parser("info", help="describe a store")

@@ -19,7 +19,7 @@ import xarray as xr
 
 from massmap_xr._version import KERNEL_VERSION, SCHEMA_VERSION, __version__
 from massmap_xr.catalog import check_sigma_obs, validate_catalog
-from massmap_xr.errors import AnalysisError, CatalogWarning, MassmapError, StoreError, format_offenders
+from massmap_xr.errors import AnalysisError, CatalogWarning, EdgeWarning, MassmapError, StoreError, format_offenders
 from massmap_xr.kernels.edges import EDGE_THRESHOLD, edge_check
 from massmap_xr.kernels.posterior import (
     ZERO_PRIOR_LOG,
@@ -557,7 +557,7 @@ def _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass, z_nodes, log_table, 
             f"their posterior (first ids, with the largest edge fraction: {shown}; largest over all halos: "
             f"{rep.max_fraction:.2g}); widen the mass grid (mass=...) or check their lum_obs and the "
             "hyperparameters; the cube's edge_fraction variable has the exact values",
-            CatalogWarning,
+            EdgeWarning,
             stacklevel=3,
         )
 

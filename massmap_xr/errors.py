@@ -30,6 +30,7 @@ __all__ = [
     "RecipeVersionError",
     "MassmapWarning",
     "CatalogWarning",
+    "EdgeWarning",
     "format_offenders",
     "describe_offenders",
     "check_output",
@@ -107,6 +108,11 @@ class MassmapWarning(UserWarning):
 
 class CatalogWarning(MassmapWarning):
     """A catalogue is valid but suspicious (e.g. positions that look like arcmin)."""
+
+
+class EdgeWarning(CatalogWarning):
+    """Posteriors of some halos have more than a small fraction of their probability in the outermost
+    cells of the mass grid: the grid cuts them (widen it)."""
 
 
 def format_offenders(labels: Sequence | np.ndarray, n_show: int = 5) -> str:

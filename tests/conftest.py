@@ -33,7 +33,7 @@ def shared_data() -> Path:
 def small_catalog():
     from massmap_xr.catalog import mock_catalog
 
-    return mock_catalog(60, seed=11)
+    return mock_catalog(60, seed=11, mass=np.logspace(10, 15.5, 400))  # halos above 1e10 M_sun
 
 
 @pytest.fixture(scope="session")

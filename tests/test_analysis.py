@@ -460,9 +460,10 @@ def _mock(n: int, seed: int, shift: float = 0.0, n_real: int = 1):
     """Mock catalogue and a hyperparameter table at its true values (alpha1 shifted by ``shift``)."""
     from massmap_xr.catalog import mock_catalog
     from massmap_xr.model.hyper import reddick2013
+    from massmap_xr.model.prior import default_mass_grid
 
-    cat = mock_catalog(n, seed=seed)
-    hyper = reddick2013(n_real, seed=seed)
+    cat = mock_catalog(n, seed=seed, mass=default_mass_grid())  # masses from the prior on the posterior's grid
+    hyper = reddick2013(n_real, seed=seed, kind="posterior")  # the true values, not draws of a prior
     for k in ("alpha1", "alpha2", "alpha3", "alpha4", "S"):
         hyper[k] = xr.full_like(hyper[k], cat.attrs[f"true_{k}"])
     hyper["alpha1"] = hyper["alpha1"] + shift

@@ -39,7 +39,7 @@ def test_build_info_verify(built_store, capsys):
     assert main(["info", str(built_store)]) == 0
     out = capsys.readouterr().out
     assert "complete" in out and "realizations: 4" in out
-    assert "slab size: " in out and "kind: posterior cube store" in out
+    assert "slab size: " in out and "kind: materialised store" in out
     assert "None" not in out
     assert main(["verify", str(built_store)]) == 0
     assert "all intact" in capsys.readouterr().out

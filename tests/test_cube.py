@@ -62,7 +62,7 @@ def test_posterior_is_prior_times_likelihood(small_cube):
 
 def test_calibration_on_a_mock_is_uniform():
     """PIT of mass_true under the true-hyperparameter posterior is uniform; 68 % interval covers ~68 %."""
-    cat = mock_catalog(1500, seed=3)
+    cat = mock_catalog(1500, seed=3, mass=np.logspace(10, 15.5, 400))  # halos above 1e10 M_sun
     truth = {k: [cat.attrs[f"true_{k}"]] for k in ("alpha1", "alpha2", "alpha3", "alpha4", "S")}
     # the mock's masses are drawn on 1e10..10^15.5, so the posterior uses that grid (the prior it was drawn from)
     ds = build_posterior(cat, truth, mass=np.logspace(10, 15.5, 400), check_edges=False).compute()
@@ -78,7 +78,7 @@ def test_calibration_on_a_mock_is_uniform():
 
 
 def test_miscalibrated_hyperparameters_are_detected():
-    cat = mock_catalog(1500, seed=4)
+    cat = mock_catalog(1500, seed=4, mass=np.logspace(10, 15.5, 400))  # halos above 1e10 M_sun
     wrong = {k: [cat.attrs[f"true_{k}"]] for k in ("alpha1", "alpha2", "alpha3", "alpha4", "S")}
     wrong["alpha1"] = [wrong["alpha1"][0] + 0.3]
     ds = build_posterior(cat, wrong).compute()

@@ -47,7 +47,7 @@ def test_edge_check_memory_is_bounded_independent_of_size():
 
 
 def test_edge_fraction_definition_and_warning_names_halos_with_fraction():
-    cat = mock_catalog(40, seed=3)
+    cat = mock_catalog(40, seed=3, mass=np.logspace(10, 15.5, 400))  # halos above 1e10 M_sun
     hyper = reddick2013(3, seed=1)
     narrow = np.logspace(10.5, 15.5, 300)  # cuts the low-mass posteriors
     with pytest.warns(CatalogWarning, match=r"halo\(s\) have more than 0.001 of their posterior probability in the "
@@ -69,7 +69,7 @@ def test_edge_fraction_definition_and_warning_names_halos_with_fraction():
 
 
 def test_collapse_warning_still_fires_and_is_not_repeated():
-    cat = mock_catalog(10, seed=1)
+    cat = mock_catalog(10, seed=1, mass=np.logspace(10, 15.5, 400))  # halos above 1e10 M_sun
     lum = cat.lum_obs.values.copy()
     lum[[2, 5]] = [1e-30, 1e30]
     with pytest.warns(CatalogWarning) as rec:
@@ -83,7 +83,7 @@ def test_collapse_warning_still_fires_and_is_not_repeated():
 def test_no_edge_warning_on_the_default_grid_for_mocks():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        c = build_posterior(mock_catalog(300, seed=5), reddick2013(20, seed=2)).compute()
+        c = build_posterior(mock_catalog(300, seed=5, mass=np.logspace(10, 15.5, 400)), reddick2013(20, seed=2)).compute()  # halos above 1e10 M_sun
     assert float(c.edge_fraction.max()) < EDGE_THRESHOLD
 
 

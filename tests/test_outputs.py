@@ -175,7 +175,7 @@ def test_writers_take_the_model_from_the_initialised_store(tmp_path, capsys):
 
     cat = mock_catalog(40, seed=3)
     csv = tmp_path / "a.csv"
-    pd.DataFrame({k: cat[k].values for k in ("z", "lum_obs", "ra", "dec")}).to_csv(csv, index=False)
+    pd.DataFrame({k: cat[k].values for k in ("z", "lum_obs", "ra", "dec", "sigma_obs")}).to_csv(csv, index=False)
     st = str(tmp_path / "s.zarr")
     assert main(["build", str(csv), "-o", st, "--n-realizations", "3", "--seed", "5", "--chunks", "16",
                  "--init-only"]) == 0

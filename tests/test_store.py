@@ -339,7 +339,8 @@ def test_rechunked_or_reopened_cube_stores_every_variable(tmp_path):
     from massmap_xr.cube import build_posterior
     from massmap_xr.model.hyper import reddick2013
 
-    cube = build_posterior(mock_catalog(30, seed=1), reddick2013(4, seed=2), mass=np.logspace(10, 15.5, 50), chunks=16)
+    cube = build_posterior(mock_catalog(30, seed=1, mass=np.logspace(10, 15.5, 400)), reddick2013(4, seed=2),
+                           mass=np.logspace(10, 15.5, 50), chunks=16)  # halos above 1e10 M_sun
     st.to_store(cube.chunk({"halo": 10}), tmp_path / "a.zarr", progress=False)
     a = st.open_store(tmp_path / "a.zarr").compute()
     st.to_store(st.open_store(tmp_path / "a.zarr"), tmp_path / "b.zarr", progress=False)

@@ -84,7 +84,8 @@ def draw_per_halo(post, uniforms, weights, v, *, x, method):
         u = uniforms.rechunk((hch, -1)) if isinstance(uniforms, da.Array) else da.from_array(uniforms, chunks=(hch, -1))
         w = da.asarray(weights).rechunk((hch, -1))
         return da.blockwise(_block, "hs", post, "hrm", u, "hs", w, "hr", v, "s", x=x, method=method,
-                            dtype=np.float64, concatenate=True, meta=np.empty((0, 0), dtype=np.float64))
+                            dtype=np.float64, concatenate=True, meta=np.empty((0, 0), dtype=np.float64),
+                            token="massmap-draw-log10-mass")
     return _block(np.asarray(post), np.asarray(uniforms), np.asarray(weights), v, x=x, method=method)
 
 
@@ -103,7 +104,7 @@ def evidence_draws(ds, ids, *, x, n, key, method, halo_uniforms, stream):
     if isinstance(post, da.Array):
         hch = post.chunks[0]
         u = da.from_array(np.asarray(ids), chunks=(hch,)).map_blocks(
-            halo_uniforms, n=n, key=key, new_axis=1, chunks=(hch, (n,)), dtype=np.float64)
+            halo_uniforms, n=n, key=key, new_axis=1, chunks=(hch, (n,)), dtype=np.float64, token="massmap-uniforms")
         log_m = draw_per_halo(post, u, weights, da.from_array(v, chunks=-1), x=x, method=method)
     else:
         log_m = draw_per_halo(post, halo_uniforms(ids, n=n, key=key), np.asarray(weights), v, x=x, method=method)

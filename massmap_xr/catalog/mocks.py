@@ -96,8 +96,9 @@ def mock_catalog(
     prior : MassPrior or DataArray, optional
         Mass prior (default :class:`~massmap_xr.model.prior.TinkerPrior`).
     mass : array_like, optional
-        Mass grid (M_sun) the prior is drawn on (default 400 points, 1e10 to 10^15.5: halos above
-        1e10 M_sun, whose posteriors on the default posterior grid, from 1e8, are not cut).
+        Mass grid (M_sun) the prior is drawn on (default
+        :func:`~massmap_xr.model.prior.default_mass_grid`, the grid posteriors and the catalogue
+        likelihood use by default, so that a mock and its analysis are the same model).
     sigma_obs : float, default 0.05
         Observational scatter of ln L_obs (natural log, finite and > 0) used to draw L_obs and
         stored as the per-halo variable ``sigma_obs``.
@@ -153,7 +154,9 @@ def mock_catalog(
     c = check_field_center(center)
     prior = as_prior(prior)
     if mass is None:
-        mass = default_mass_grid(400, 10.0, 15.5)  # mocks draw above 1e10 M_sun (the posterior grid starts at 1e8)
+        # the posterior's own default grid: a mock drawn on another range than the one its posteriors
+        # and likelihood assume is a different model (masses cut at 1e10 bias both)
+        mass = default_mass_grid()
     else:
         mass = _mock_array("mass", mass)
         if mass.size < 2 or np.any(~np.isfinite(mass)) or np.any(mass <= 0) or np.any(np.diff(mass) <= 0):
