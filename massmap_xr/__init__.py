@@ -12,9 +12,58 @@ use (``massmap_xr.sky.project_flat`` works after a plain ``import massmap_xr``).
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
-from massmap_xr import accessor, errors  # noqa: F401
+from massmap_xr import errors  # noqa: F401
 from massmap_xr._version import KERNEL_VERSION, SCHEMA_VERSION, __version__
+
+
+class _AccessorRegistration(importlib.abc.MetaPathFinder):
+    """Registers the ``.massmap`` accessors right after xarray's first import.
+
+    ``import massmap_xr`` must make ``ds.massmap`` work, but importing xarray (and pandas behind
+    it) costs most of a second, which ``massmap --help`` should not pay.  Until xarray is loaded
+    this finder sits on :data:`sys.meta_path`; it answers only for ``xarray``, lets the normal
+    finders locate it, and runs :mod:`massmap_xr.accessor` once xarray's own module has executed.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "xarray":
+            return None
+        _remove_hook()
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _RegisterAfter(spec.loader)
+        return spec
+
+
+class _RegisterAfter(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__spec__.loader = self.loader  # xarray sees its own loader (resources, reloads)
+        self.loader.exec_module(module)
+        importlib.import_module("massmap_xr.accessor")
+
+    def __getattr__(self, name):  # get_resource_reader, is_package, ... of the real loader
+        return getattr(self.loader, name)
+
+
+def _remove_hook() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AccessorRegistration)]
+
+
+if "xarray" in sys.modules:
+    from massmap_xr import accessor  # noqa: F401
+else:
+    _remove_hook()
+    sys.meta_path.insert(0, _AccessorRegistration())
 
 # Everything else loads on first use, so ``import massmap_xr`` (and ``massmap --help``) does not
 # import dask, zarr, numba or hmf.
@@ -27,7 +76,7 @@ _LAZY_EAGER = {
     "open_store": "store", "store_info": "store", "to_store": "store", "verify_store": "store",
 }
 
-_LAZY_MODULES = ("analysis", "sky", "inference", "model", "kernels", "demo", "cli", "catalog", "cube", "store",
+_LAZY_MODULES = ("accessor", "analysis", "sky", "inference", "model", "kernels", "demo", "cli", "catalog", "cube", "store",
                  "lensing", "geometry", "units", "log")
 _LAZY_FUNCTIONS = {
     **_LAZY_EAGER,

@@ -16,9 +16,10 @@ import dask.array as da
 import numpy as np
 from scipy import special
 
-from massmap_xr.analysis.reductions import cdf_kernel, invert_cdf, moments, rows_per_batch
+from massmap_xr.analysis.inverse_cdf import grid_draws
+from massmap_xr.analysis.reductions import moments, rows_per_batch
 
-__all__ = ["choice_uniforms", "pick_per_halo", "draw_per_halo"]
+__all__ = ["choice_uniforms", "pick_per_halo", "draw_per_halo", "only_block"]
 
 
 def choice_uniforms(n: int, key: np.ndarray, stream: int) -> np.ndarray:
@@ -46,9 +47,12 @@ def pick_per_halo(weights: np.ndarray, v: np.ndarray) -> np.ndarray:
 def _draw_rows(p, u, pick, *, x, method):
     """Draws (n_halo, n) of halo k from ``p[k, pick[k, s], :]`` with uniforms ``u[k, s]``.
 
-    Only the (halo, realization) rows some sample uses are converted and integrated, a batch of
-    halos at a time (bounded float64 temporaries).
+    Only the (halo, realization) rows some sample uses are integrated: on the grid in one
+    compiled pass over the block (:func:`~massmap_xr.analysis.inverse_cdf.grid_draws`, no
+    copies); for ``"normal"`` a batch of halos at a time (bounded float64 temporaries).
     """
+    if method == "grid":
+        return grid_draws(p, x, np.ascontiguousarray(pick, dtype=np.int64), np.ascontiguousarray(u, dtype=np.float64))
     n_h, n_r = p.shape[0], p.shape[1]
     out = np.empty(u.shape)
     step = rows_per_batch(n_r * x.size)  # the batch of halos is copied whole (float32)
@@ -57,18 +61,22 @@ def _draw_rows(p, u, pick, *, x, method):
         keys = (np.arange(nb)[:, None] * n_r + pick[i0:i0 + nb]).ravel()
         used, inv = np.unique(keys, return_inverse=True)
         rows = np.asarray(p[i0:i0 + nb]).reshape(nb * n_r, x.size)[used].astype(np.float64)
-        ub = u[i0:i0 + nb].ravel()
-        if method == "grid":
-            vals = invert_cdf(cdf_kernel(rows, x), x, inv.ravel(), ub)
-        else:
-            _, mean, std = moments(rows, x)
-            vals = mean[inv] + std[inv] * special.ndtri(ub)
-        out[i0:i0 + nb] = vals.reshape(nb, -1)
+        _, mean, std = moments(rows, x)
+        out[i0:i0 + nb] = (mean[inv] + std[inv] * special.ndtri(u[i0:i0 + nb].ravel())).reshape(nb, -1)
     return out
 
 
+def only_block(block):
+    """The one block of a dimension dask did not concatenate (``concatenate=False``: nested lists)."""
+    while isinstance(block, list):
+        if len(block) != 1:
+            raise ValueError(f"expected one block along the realization and mass axes, got {len(block)}")
+        block = block[0]
+    return block
+
+
 def _block(p, u, w, v, *, x, method):
-    return _draw_rows(p, u, pick_per_halo(w, v), x=x, method=method)
+    return _draw_rows(only_block(p), u, pick_per_halo(only_block(w), v), x=x, method=method)
 
 
 def draw_per_halo(post, uniforms, weights, v, *, x, method):
@@ -84,7 +92,7 @@ def draw_per_halo(post, uniforms, weights, v, *, x, method):
         u = uniforms.rechunk((hch, -1)) if isinstance(uniforms, da.Array) else da.from_array(uniforms, chunks=(hch, -1))
         w = da.asarray(weights).rechunk((hch, -1))
         return da.blockwise(_block, "hs", post, "hrm", u, "hs", w, "hr", v, "s", x=x, method=method,
-                            dtype=np.float64, concatenate=True, meta=np.empty((0, 0), dtype=np.float64),
+                            dtype=np.float64, concatenate=False, meta=np.empty((0, 0), dtype=np.float64),
                             token="massmap-draw-log10-mass")
     return _block(np.asarray(post), np.asarray(uniforms), np.asarray(weights), v, x=x, method=method)
 

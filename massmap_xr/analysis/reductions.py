@@ -35,6 +35,7 @@ from massmap_xr.analysis.weights import marginal_weights, needs_evidence, weight
 from massmap_xr.cube import CUBE_DIMS, validate_cube
 from massmap_xr.errors import AnalysisError
 from massmap_xr.kernels.posterior import prior_rows, trapezoid_weights
+from massmap_xr.log import compute_once
 from massmap_xr.model.prior import LOG_ZERO
 
 __all__ = [
@@ -346,7 +347,8 @@ def cdf(ds: xr.Dataset, *, per_realization: bool = False) -> xr.DataArray:
 
 
 def summary(
-    ds: xr.Dataset, levels: Sequence[float] = (0.68, 0.95), *, per_realization: bool = False
+    ds: xr.Dataset, levels: Sequence[float] = (0.68, 0.95), *, per_realization: bool = False,
+    progress: bool = False,
 ) -> xr.Dataset:
     """Point estimates and central credible intervals of log10 M for every halo.
 
@@ -358,6 +360,9 @@ def summary(
         Probabilities of the central credible intervals (each strictly between 0 and 1).
     per_realization : bool, default False
         Summarise every realization's posterior instead of the marginal.
+    progress : bool, default False
+        Compute now, in one ``dask.compute``, with a progress bar on standard error, and return
+        the summaries in memory.  False: lazy on a dask cube.
 
     Returns
     -------
@@ -371,7 +376,8 @@ def summary(
         - ``lower(level, ...)``, ``upper(level, ...)``: the (1 - level)/2 and (1 + level)/2
           quantiles, with coordinate ``level``.
 
-        Halo coordinates (``ra``, ``dec``) ride along.  Dask-backed on a dask cube.  The
+        Halo coordinates (``ra``, ``dec``) ride along.  Dask-backed on a dask cube (unless
+        ``progress``).  The
         marginal is the one of :func:`marginalize`: for prior draws (``hyper_kind = "prior"``)
         weighted per halo by the evidence ``log_evidence``.
 
@@ -416,6 +422,8 @@ def summary(
     }
     if not per_realization:
         out.attrs["cell_methods"] = "realization: mean"
+    if progress:
+        out = compute_once(out, progress=True, what=f"summarising {out.sizes['halo']} halos")
     return out
 
 

@@ -19,11 +19,14 @@ import numpy as np
 import xarray as xr
 from scipy import special
 
-from massmap_xr.analysis.halo_draws import evidence_draws
+from massmap_xr.analysis.halo_draws import evidence_draws, only_block
+from massmap_xr.analysis.inverse_cdf import grid_draws
+from massmap_xr.analysis.philox import philox_uniforms
 from massmap_xr.analysis.reductions import log10_grid, marginalize, moments, rows_per_batch
 from massmap_xr.analysis.weights import needs_evidence, normalised_weights, realization_labels, realization_weights
 from massmap_xr.cube import validate_cube
 from massmap_xr.errors import AnalysisError
+from massmap_xr.log import compute_once
 
 __all__ = ["philox_key", "pick_realizations", "sample", "memory_limit", "check_memory"]
 
@@ -80,10 +83,13 @@ def philox_key(seed: int) -> np.ndarray:
 def _halo_uniforms(ids: np.ndarray, *, n: int, key: np.ndarray) -> np.ndarray:
     """(n_halo, n) uniforms in (0, 1): halo id h uses Philox counter (0, 0, h, _HALO_STREAM)."""
     ids = np.asarray(ids).astype(np.int64).view(np.uint64)
-    out = np.empty((ids.size, n))
-    for i, h in enumerate(ids):
-        bitgen = np.random.Philox(key=key, counter=[0, 0, int(h), _HALO_STREAM])
-        out[i] = np.random.Generator(bitgen).random(n)
+    if ids.size and int(ids.max()) < 2**63:  # non-negative ids: all streams in one compiled pass
+        out = philox_uniforms(key, ids, n=n, stream=_HALO_STREAM)
+    else:  # negative ids: numpy's own conversion of such counters, one generator per halo
+        out = np.empty((ids.size, n))
+        for i, h in enumerate(ids):
+            bitgen = np.random.Philox(key=key, counter=[0, 0, int(h), _HALO_STREAM])
+            out[i] = np.random.Generator(bitgen).random(n)
     out += 2.0**-54  # random() is in [0, 1); shift into the open interval (0, 1)
     return out
 
@@ -101,68 +107,6 @@ def pick_realizations(weight: np.ndarray, *, n: int, key: np.ndarray, labels=Non
     return np.minimum(np.searchsorted(cw / cw[-1], v, side="right"), cw.size - 1).astype(np.int64)
 
 
-@numba.njit(nogil=True, cache=True, error_model="numpy")
-def _grid_draws(p, x, local, u):  # pragma: no cover - compiled
-    """Inverse-CDF draws of :func:`~massmap_xr.analysis.reductions.invert_cdf` applied to
-    :func:`~massmap_xr.analysis.reductions.cdf_kernel` rows, fused: per halo, the CDF of each
-    used realization is built once (same float64 operations in the same order, so the draws are
-    bitwise those of the numpy pair) and every sample of that halo is inverted on it."""
-    n_h, n_k, m = p.shape
-    n_s = local.size
-    out = np.empty((n_h, n_s))
-    c = np.empty((n_k, m))
-    bad = np.zeros(n_k, dtype=np.bool_)
-    steps = 0
-    while (1 << steps) < m + 1:
-        steps += 1
-    for h in range(n_h):
-        for k in range(n_k):
-            row = c[k]
-            row[0] = 0.0
-            prev = np.float64(p[h, k, 0])
-            if prev < 0:
-                prev = 0.0
-            acc = 0.0
-            for j in range(1, m):
-                v = np.float64(p[h, k, j])
-                if v < 0:
-                    v = 0.0
-                acc += 0.5 * (v + prev) * (x[j] - x[j - 1])
-                row[j] = acc
-                prev = v
-            tot = row[m - 1]
-            for j in range(m):
-                row[j] = row[j] / tot
-            last = row[m - 1]
-            bad[k] = not (np.isfinite(last) and last > 0)
-            if not np.isfinite(last):  # invert_cdf's stand-in for rows without a CDF
-                for j in range(m):
-                    row[j] = j / (m - 1) if m > 1 else 0.0
-        for s in range(n_s):
-            k = local[s]
-            uu = u[h, s]
-            row = c[k]
-            right = not (uu >= 1.0)
-            lo, hi = 0, m
-            for _ in range(steps):
-                if lo < hi:
-                    mid = (lo + hi) // 2
-                    v = row[min(mid, m - 1)]
-                    below = (v <= uu) if right else (v < uu)
-                    if below:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-            j = min(max(lo, 1), m - 1)
-            c0 = row[j - 1]
-            den = row[j] - c0
-            frac = (uu - c0) / den if den > 0 else 0.0
-            frac = min(max(frac, 0.0), 1.0)
-            val = x[j - 1] + frac * (x[j] - x[j - 1])
-            out[h, s] = np.nan if (bad[k] or np.isnan(uu)) else val
-    return out
-
-
 def _draw_block(p, u, rpos, pick, *, x, method):
     """Draws for one (halo slab, realization slab) block.
 
@@ -171,6 +115,7 @@ def _draw_block(p, u, rpos, pick, *, x, method):
     (n_halo, 1, n) log10 masses, zero for samples whose realization is not in this block (the
     caller sums blocks over realizations).
     """
+    p = only_block(p)  # one block along the mass axis (dask hands it over as a list)
     n_h = p.shape[0]
     out = np.zeros((n_h, 1, pick.size))
     sel = (pick >= rpos[0]) & (pick <= rpos[-1])
@@ -181,8 +126,9 @@ def _draw_block(p, u, rpos, pick, *, x, method):
     for i0 in range(0, n_h, step):  # bound the float64 temporaries
         us = u[i0:i0 + step, sel]
         if method == "grid":
-            vals = _grid_draws(np.ascontiguousarray(p[i0:i0 + step, used, :]), x, local.astype(np.int64),
-                               np.ascontiguousarray(us))
+            rows = p[i0:i0 + step]
+            block_pick = np.broadcast_to(used[local].astype(np.int64), (rows.shape[0], local.size))
+            vals = grid_draws(rows, x, np.ascontiguousarray(block_pick), np.ascontiguousarray(us))
         else:
             pu = np.asarray(p[i0:i0 + step, used, :], dtype=np.float64)
             _, mean, std = moments(pu, x)
@@ -204,7 +150,7 @@ def _draw(post, ids, pick, *, x, n, key, method):
         pick = da.asarray(pick).rechunk(-1)
         blocks = da.blockwise(
             _draw_block, "hks", post, "hkm", u, "hs", rpos, "k", pick, "s",
-            x=x, method=method, adjust_chunks={"k": 1}, dtype=np.float64, concatenate=True,
+            x=x, method=method, adjust_chunks={"k": 1}, dtype=np.float64, concatenate=False,
             token="massmap-draw-log10-mass",
         )
         return blocks.sum(axis=1)
@@ -251,6 +197,7 @@ def sample(
     method: str = "grid",
     correlated: bool = True,
     seed: int | None = None,
+    progress: bool = False,
 ) -> xr.DataArray:
     """Draw halo masses from the posteriors.
 
@@ -280,6 +227,9 @@ def sample(
         the seed, counter set by the halo id) and the realization choices from another, so the
         result does not depend on the chunking, and a subset of halos gets the same values as
         in the full cube.  ``None`` draws a fresh seed (recorded in ``attrs["seed"]``).
+    progress : bool, default False
+        Draw now, in one ``dask.compute``, with a progress bar on standard error, and return the
+        samples in memory (same values as computing the lazy result).  False: lazy on a dask cube.
 
     Raises
     ------
@@ -349,7 +299,7 @@ def sample(
     )
     mass = log_m.map_blocks(_pow10, dtype=np.float64, token="massmap-sample-mass") if isinstance(log_m, da.Array) \
         else _pow10(log_m)
-    return xr.DataArray(
+    out = xr.DataArray(
         mass, dims=("halo", "sample"), coords=coords, name="mass",
         attrs={
             "long_name": "halo mass drawn from the posterior",
@@ -360,3 +310,6 @@ def sample(
             "seed": seed,
         },
     )
+    if progress:
+        out = compute_once(out, progress=True, what=f"drawing {n} samples of {out.sizes['halo']} halos")
+    return out

@@ -258,13 +258,23 @@ def marginal_weights(ds: xr.Dataset) -> xr.DataArray:
 
 def _fold_halo_weights(acc, p, w):
     """``acc + sum_r w[:, r] * p[:, :, r]`` (per-halo weights ``w`` (halo, realization)), in float64,
-    one realization at a time in a fixed order (bitwise independent of the chunking)."""
+    one realization at a time in a fixed order (bitwise independent of the chunking; the compiled
+    pass of :func:`_fold_realizations` for a 3-D block)."""
     w = np.asarray(w, dtype=np.float64)
-    p = np.asarray(p)
-    out = np.zeros(p.shape[:-1]) if acc is None else np.array(acc, dtype=np.float64, copy=True)
-    for r in range(w.shape[1]):
-        out += p[..., r].astype(np.float64) * w[:, r:r + 1]
-    return out
+    if w.ndim != 2 or w.shape[0] != np.shape(p)[0]:
+        raise AnalysisError(f"per-halo weights must be (halo, realization) = ({np.shape(p)[0]}, ...), got {w.shape}")
+    return _fold_realizations(acc, p, w)
+
+
+def _fold_block_list(acc, ps, ws):
+    """:func:`_fold_realizations` over dask's blocks of one (halo, mass) block, realization block
+    after realization block (``blockwise(..., concatenate=False)`` hands them over as lists), so
+    the posterior block is folded where it lies instead of being copied into one array first."""
+    ps = ps if isinstance(ps, list) else [ps]
+    ws = ws if isinstance(ws, list) else [ws]
+    for p, w in zip(ps, ws, strict=True):
+        acc = _fold_realizations(acc, p, w)
+    return acc
 
 
 def _halo_weighted_sum(data, wdata):
@@ -278,8 +288,8 @@ def _halo_weighted_sum(data, wdata):
         blk = data[:, :, start:start + size]
         wk = wdata[:, start:start + size].rechunk((data.chunks[0], -1))
         acc = da.blockwise(
-            _fold_halo_weights, "hm", acc, None if acc is None else "hm", blk, "hmr", wk, "hr",
-            dtype=np.float64, concatenate=True, meta=np.empty((0, 0), dtype=np.float64),
+            _fold_block_list, "hm", acc, None if acc is None else "hm", blk, "hmr", wk, "hr",
+            dtype=np.float64, concatenate=False, meta=np.empty((0, 0), dtype=np.float64),
         )
         start += size
     return acc
@@ -307,8 +317,8 @@ def weighted_realization_sum(post: xr.DataArray, w: xr.DataArray):
         wk = wdata[start:start + size]
         wk = wk.rechunk(-1) if isinstance(wk, da.Array) else da.from_array(np.asarray(wk), chunks=-1)
         acc = da.blockwise(
-            _fold_realizations, "hm", acc, None if acc is None else "hm", blk, "hmr", wk, "r",
-            dtype=np.float64, concatenate=True, meta=np.empty((0, 0), dtype=np.float64),
+            _fold_block_list, "hm", acc, None if acc is None else "hm", blk, "hmr", wk, "r",
+            dtype=np.float64, concatenate=False, meta=np.empty((0, 0), dtype=np.float64),
         )
         start += size
     return acc

@@ -152,28 +152,32 @@ def read_shards(arr, spec: ShardSpec, start: tuple[int, ...], shape: tuple[int, 
     codec = _codec(**spec.blosc)
     grid = tuple(s // c for s, c in zip(spec.shard, spec.inner, strict=True))
     n_index = 16 * int(np.prod(grid)) + 4
-    out = np.full(shape, np.nan, dtype=np.float32)
+    out = np.empty(shape, dtype=np.float32)  # every element is decoded or set to NaN below
     proto = default_buffer_prototype()
     for s0 in range(start[0], start[0] + shape[0], spec.shard[0]):
         key = arr.metadata.encode_chunk_key((s0 // spec.shard[0],) + (0,) * (len(shape) - 1))
         buf = sync(arr.store.get(f"{arr.path}/{key}" if arr.path else key, prototype=proto))
         if buf is None:
+            out[s0 - start[0]:s0 - start[0] + spec.shard[0]] = np.nan
             continue
-        raw = buf.to_bytes()
-        idx_raw = raw[-n_index:-4]
-        if len(raw) < n_index or struct.unpack("<I", raw[-4:])[0] != google_crc32c.value(idx_raw):
+        raw = buf.as_numpy_array().view(np.uint8).ravel()  # the fetched bytes, not a copy of them
+        if raw.size < n_index:
+            raise ValueError(f"shard {key!r}: {raw.size} bytes, shorter than its index ({n_index} bytes)")
+        idx_raw = raw[-n_index:-4].tobytes()
+        if int(raw[-4:].view("<u4")[0]) != google_crc32c.value(idx_raw):
             raise ValueError(f"shard {key!r}: its index does not match its CRC-32C")
         index = np.frombuffer(idx_raw, dtype="<u8").reshape(*grid, 2)
         for idx in np.ndindex(*grid):
             off, nb = (int(v) for v in index[idx])
-            if off == 2**64 - 1:
-                continue
             lo = [s0 - start[0] + idx[0] * spec.inner[0]] + [a * c for a, c in zip(idx[1:], spec.inner[1:],
                                                                                        strict=True)]
             sel = tuple(slice(a, min(a + c, n)) for a, c, n in zip(lo, spec.inner, shape, strict=True))
             if any(s.start >= s.stop for s in sel):
                 continue
             dst = out[sel]
+            if off == 2**64 - 1:
+                dst[...] = np.nan  # an empty inner chunk reads as the fill value
+                continue
             if dst.shape == spec.inner and dst.flags.c_contiguous:
                 codec.decode(raw[off:off + nb], out=dst)
             else:
