@@ -134,11 +134,59 @@ def test_verify_store_progress_in_python(store, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_summary_and_sample_progress_compute_once_with_a_bar(store, capsys, monkeypatch):
+    import massmap_xr.log
+    from dask.diagnostics import ProgressBar
+
+    from massmap_xr.analysis import summary
+
+    shown = []
+
+    def bar(enabled=True, *, what=""):  # the package's bar, drawn however short the computation
+        shown.append(what)
+        return ProgressBar(out=sys.stderr, minimum=0.0)
+
+    monkeypatch.setattr(massmap_xr.log, "progress_bar", bar)
+    ds = open_store(store)
+    lazy_s, lazy_m = summary(ds), sample(ds, 7, seed=4)
+    assert lazy_s["mean"].chunks is not None and lazy_m.chunks is not None
+    assert capsys.readouterr().err == ""
+    with ComputeCounter() as counter:
+        got_s = ds.massmap.summary(progress=True)
+        got_m = ds.massmap.sample(7, seed=4, progress=True)
+    assert counter.n == 2 and counter.posterior == 2  # one compute each
+    assert got_s["mean"].chunks is None and got_m.chunks is None  # in memory
+    assert shown == ["summarising 90 halos", "drawing 7 samples of 90 halos"]
+    assert capsys.readouterr().err.count("100%") >= 2  # a finished bar for each
+    xr.testing.assert_identical(got_s, lazy_s.compute())
+    xr.testing.assert_identical(got_m, lazy_m.compute())
+
+
+def test_import_registers_the_accessor_without_loading_xarray():
+    code = ("import sys, warnings\nwarnings.simplefilter('error')\nimport massmap_xr\n"
+            "print('LOADED', 'xarray' in sys.modules, 'pandas' in sys.modules)\n"
+            "import xarray as xr\n"
+            "print('ACCESSORS', type(xr.Dataset().massmap).__name__, type(xr.DataArray([1.0]).massmap).__name__)\n"
+            "print('LOADER', type(xr.__spec__.loader).__name__)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "LOADED False False" in res.stdout
+    assert "ACCESSORS MassmapAccessor MassmapArrayAccessor" in res.stdout
+    assert "LOADER SourceFileLoader" in res.stdout  # xarray keeps its own loader
+    # xarray first, then massmap_xr: registered at once
+    code2 = "import xarray as xr\nimport massmap_xr\nprint(type(xr.Dataset().massmap).__name__)\n"
+    res = subprocess.run([sys.executable, "-W", "error", "-c", code2], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0 and "MassmapAccessor" in res.stdout, res.stderr
+
+
 def test_help_does_not_import_the_heavy_stack():
     code = ("import sys\nfrom massmap_xr.cli import main\n"
             "for argv in (['--help'], ['map', '--help'], ['build', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-            "heavy = [m for m in ('dask', 'zarr', 'numba', 'hmf', 'healpy', 'matplotlib', 'scipy') if m in sys.modules]\n"
+            "heavy = [m for m in ('xarray', 'pandas', 'dask', 'zarr', 'numba', 'hmf', 'healpy', 'matplotlib', 'scipy')"
+            " if m in sys.modules]\n"
             "print('HEAVY', heavy, file=sys.stderr)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
