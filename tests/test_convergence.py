@@ -83,3 +83,29 @@ def test_cli_infer_prints_a_table_of_estimates(tmp_path, capsys):
     with xr.open_dataset(out, engine="h5netcdf") as ds:
         w = ds.weight.values
         assert rows["S"]["mean"] == pytest.approx(float(np.sum(w * ds.S.values)), rel=1e-5)
+
+
+def test_adaptive_emcee_runs_until_converged_and_agrees_with_laplace():
+    cat = mock_catalog(300, seed=4)
+    kw = dict(free=("alpha4", "S"), hyperprior=BROAD, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # the default run converges: no warning
+        post = infer_hyperparameters(cat, n=96, method="emcee", **kw)
+    a = post.attrs
+    assert a["adaptive"] == 1 and a["converged"] == 1 and a["n_steps"] % 100 == 0
+    kept = a["n_steps"] - a["n_burn"]
+    tau = max(a["autocorr_time_alpha4"], a["autocorr_time_S"])
+    assert kept >= 50 * tau and a["rhat_max"] <= 1.01 and a["thin"] >= tau / 2
+    assert a["n_burn"] >= min(5 * tau, a["n_steps"] // 2) * 0.5
+    assert post.sizes["realization"] == 96
+    lap = infer_hyperparameters(cat, n=400, **kw)
+    for k in ("alpha4", "S"):
+        w = lap.weight.values
+        m = np.sum(w * lap[k].values)
+        sd = np.sqrt(np.sum(w * (lap[k].values - m) ** 2))
+        assert abs(float(post[k].mean()) - m) < 0.5 * sd  # 96 draws: the error of their mean is ~0.1 sd
+        assert 0.7 < float(post[k].std()) / sd < 1.3
+    # a cap too short to converge: the warning says so, and the run stopped at the cap
+    with pytest.warns(ConvergenceWarning, match="not converged"):
+        capped = infer_hyperparameters(cat, n=96, method="emcee", max_steps=200, **kw)
+    assert capped.attrs["n_steps"] == 200 and capped.attrs["converged"] == 0

@@ -162,23 +162,27 @@ def test_summary_and_sample_progress_compute_once_with_a_bar(store, capsys, monk
     xr.testing.assert_identical(got_m, lazy_m.compute())
 
 
+def _python(code: str, *flags: str) -> subprocess.CompletedProcess:
+    """``python [flags] -c code`` with this checkout on the path; fails the test on a non-zero exit."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
 def test_import_registers_the_accessor_without_loading_xarray():
     code = ("import sys, warnings\nwarnings.simplefilter('error')\nimport massmap_xr\n"
             "print('LOADED', 'xarray' in sys.modules, 'pandas' in sys.modules)\n"
             "import xarray as xr\n"
             "print('ACCESSORS', type(xr.Dataset().massmap).__name__, type(xr.DataArray([1.0]).massmap).__name__)\n"
             "print('LOADER', type(xr.__spec__.loader).__name__)\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
+    res = _python(code)
     assert "LOADED False False" in res.stdout
     assert "ACCESSORS MassmapAccessor MassmapArrayAccessor" in res.stdout
     assert "LOADER SourceFileLoader" in res.stdout  # xarray keeps its own loader
     # xarray first, then massmap_xr: registered at once
     code2 = "import xarray as xr\nimport massmap_xr\nprint(type(xr.Dataset().massmap).__name__)\n"
-    res = subprocess.run([sys.executable, "-W", "error", "-c", code2], capture_output=True, text=True, env=env,
-                         timeout=120)
-    assert res.returncode == 0 and "MassmapAccessor" in res.stdout, res.stderr
+    assert "MassmapAccessor" in _python(code2, "-W", "error").stdout
 
 
 def test_help_does_not_import_the_heavy_stack():
@@ -188,9 +192,7 @@ def test_help_does_not_import_the_heavy_stack():
             "heavy = [m for m in ('xarray', 'pandas', 'dask', 'zarr', 'numba', 'hmf', 'healpy', 'matplotlib', 'scipy')"
             " if m in sys.modules]\n"
             "print('HEAVY', heavy, file=sys.stderr)\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
+    res = _python(code)
     assert "HEAVY []" in res.stderr
     assert "usage: massmap" in res.stdout
 
@@ -332,6 +334,23 @@ def test_flat_maps_point_to_their_pixel_area(store):
     for k in ("mean", "std", "quantiles", "truth"):
         assert stats[k].attrs["cell_measures"] == "area: pixel_area"
     assert "cell_measures" not in stats.attrs
+
+
+def test_healpix_maps_point_to_their_cell_area(store):
+    import healpy as hp
+
+    ds = open_store(store)
+    for quantity in ("mass", "surface_density"):
+        maps = project_healpix(sample(ds, 2, seed=1), 64, quantity=quantity)
+        assert maps.attrs["cell_measures"] == "area: pixel_area" and maps["pixel_area"].ndim == 0
+        area = u.Quantity(float(maps["pixel_area"]), maps["pixel_area"].attrs["units"])
+        assert area.to_value(u.sr) == pytest.approx(hp.nside2pixarea(64), rel=1e-12)  # healpy's cell solid angle
+    # mass = surface density x cell area, cell by cell
+    mass = project_healpix(sample(ds, 2, seed=1), 64)
+    dens = project_healpix(sample(ds, 2, seed=1), 64, quantity="surface_density")
+    np.testing.assert_allclose((dens * dens["pixel_area"]).values, mass.values, rtol=1e-12)
+    stats = map_statistics(mass)
+    assert stats["mean"].attrs["cell_measures"] == "area: pixel_area" and "pixel_area" in stats.coords
 
 
 def test_dask_task_names_say_what_they_compute(store):

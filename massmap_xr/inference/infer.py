@@ -34,7 +34,7 @@ import xarray as xr
 from massmap_xr.errors import InferenceError, check_output
 from massmap_xr.inference.hyperprior import HyperPrior
 from massmap_xr.inference.likelihood import CatalogLikelihood
-from massmap_xr.inference.samplers import HyperPosterior, check_int, importance_sample, laplace, sample_emcee
+from massmap_xr.inference.samplers import MAX_STEPS, HyperPosterior, check_int, importance_sample, laplace, sample_emcee
 from massmap_xr.model.hyper import HYPER_ATTRS, REDDICK2013
 from massmap_xr.model.relation import HYPER_NAMES
 
@@ -145,8 +145,12 @@ def infer_hyperparameters(
     **options
         Method options.  Laplace: ``df`` (Student-t degrees of freedom of the proposal,
         default 5), ``scale`` (proposal scale factor, default 1.0), ``maxiter`` (optimiser, 1000).
-        emcee: ``n_walkers`` (default max(16, 4 × n_free), even), ``n_burn`` (default 300
-        steps), ``thin`` (default 20), ``moves`` (an emcee move).
+        emcee: ``n_walkers`` (default max(16, 4 × n_free), even), ``moves`` (an emcee move; default
+        differential evolution);
+        by default the run is adaptive (it stops once the kept chains span 50 autocorrelation
+        times with split R-hat <= 1.01, after at most ``max_steps``, default 20,000), while
+        ``n_burn`` (default 300 steps) and/or ``thin`` (default 20) fix its length instead; see
+        :func:`~massmap_xr.inference.samplers.sample_emcee`.
 
     Returns
     -------
@@ -187,7 +191,7 @@ def infer_hyperparameters(
     free = _resolve_free(free)
     fixed_vals = _resolve_fixed(fixed, free)
     hp = HyperPrior(hyperprior, free)
-    allowed = {"laplace": {"df", "scale", "maxiter"}, "emcee": {"n_walkers", "n_burn", "thin", "moves", "maxiter"}}[method]
+    allowed = {"laplace": {"df", "scale", "maxiter"}, "emcee": {"n_walkers", "n_burn", "thin", "moves", "maxiter", "max_steps"}}[method]
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise InferenceError(f"unknown option(s) {unknown} for method={method!r}; allowed: {sorted(allowed)}")
@@ -219,7 +223,8 @@ def infer_hyperparameters(
     else:
         theta, w, ll, chain, draw, sample_attrs = sample_emcee(
             target, y_map, cov, n, rng, progress=progress, n_walkers=options.get("n_walkers"),
-            n_burn=options.get("n_burn", 300), thin=options.get("thin", 20), moves=options.get("moves"))
+            n_burn=options.get("n_burn"), thin=options.get("thin"), moves=options.get("moves"),
+            max_steps=options.get("max_steps", MAX_STEPS))
     attrs.update(sample_attrs)
     full = target.full(theta)
     log_prior = hp.log_density(theta)

@@ -497,9 +497,11 @@ def project_healpix(
     -------
     xarray.DataArray
         Dims ``(sample, cells)`` (or ``(cells,)`` for ``(halo,)`` input), float64, with the
-        ``cell_ids`` coordinate (int64, sorted) carrying exactly the xdggs attrs.  Data attrs:
-        ``units``, ``long_name``, ``quantity``, ``coordsys="C"``, ``nside``, ``cell_area``
-        and ``cell_area_units``.
+        ``cell_ids`` coordinate (int64, sorted) carrying exactly the xdggs attrs and the scalar
+        coordinate ``pixel_area`` (the solid angle of every cell, in ``area_unit``; data attr
+        ``cell_measures = "area: pixel_area"`` as on flat maps).  Data attrs: ``units``,
+        ``long_name``, ``quantity``, ``coordsys="C"``, ``nside``, ``cell_area`` and
+        ``cell_area_units``.
 
     Examples
     --------
@@ -543,10 +545,13 @@ def project_healpix(
             "grid_name": "healpix", "level": level, "indexing_scheme": "nested" if nest else "ring",
         }),
         **sample_coords(masses, sample_dim),
+        # every HEALPix cell has the same solid angle: a scalar cell measure
+        "pixel_area": ((), float(area), {"units": area_unit, "long_name": "solid angle of a HEALPix cell"}),
     }
     dims = (CELL_DIM,) if sample_dim is None else (sample_dim, CELL_DIM)
     attrs = {
         **_quantity_attrs(quantity, area_unit),
+        "cell_measures": "area: pixel_area",  # CF: the solid angle of every cell
         "coordsys": "C",
         "nside": nside,
         "cell_area": float(area),

@@ -147,6 +147,10 @@ def put_block(arr, block: np.ndarray, start: tuple[int, int, int]) -> None:
     arr[tuple(slice(s, s + n) for s, n in zip(start, block.shape, strict=True))] = block
 
 
+#: slabs computed and written per worker between two checksum records (one dask computation)
+SLABS_PER_WORKER = 2
+
+
 def n_workers() -> int:
     try:
         from distributed import get_client
@@ -189,7 +193,7 @@ def run_jobs(jobs: list[SlabJob], path, storage_options, layout: StoreLayout, *,
     crc_arr = group[CRC_NAME]
     norm_arr = group.get(NORM_NAME, None)
     w = trapezoid_of(group)
-    batch = max(2, 2 * n_workers())
+    batch = max(2, SLABS_PER_WORKER * n_workers())
     write = dask.delayed(write_block, pure=False)
     with progress_bar(total, desc, progress, initial) as bar:
         for b0 in range(0, len(jobs), batch):
