@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
-from machine import machine_line
+from machine import load_line, machine_line, versions_line
 
 
 def best_of(fn, repeat):
@@ -47,17 +46,14 @@ def main(argv=None):
     if args.small:
         args.halos, args.samples = 10_000, 10
 
-    import dask
-    import numba
     import xarray as xr
 
     import massmap_xr as mm
     from massmap_xr import lensing as L
 
     print(machine_line())
-    print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads), xarray {xr.__version__}, dask {dask.__version__}")
-    print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(versions_line("numpy", "numba", "xarray", "dask"))
+    print(load_line())
 
     cat = mm.mock_catalog(args.halos, seed=1)
     rng = np.random.default_rng(0)

@@ -19,11 +19,10 @@ Run ``python benchmarks/bench_projection.py`` (``--small`` for a quick check).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
-from machine import machine_line
+from machine import machine_line, versions_line
 
 
 def best_of(fn, repeat):
@@ -48,17 +47,14 @@ def main(argv=None):
     if args.small:
         args.halos, args.samples = 10_000, 20
 
-    import dask
     import healpy as hp
-    import scipy
     import xarray as xr
 
     from massmap_xr.catalog import uniform_field_positions
     from massmap_xr.sky import FlatGrid, project_flat, project_healpix
 
     print(machine_line())
-    print(f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
-          f"xarray {xr.__version__}, dask {dask.__version__}, healpy {hp.__version__}")
+    print(versions_line("numpy", "scipy", "xarray", "dask", "healpy"))
 
     rng = np.random.default_rng(0)
     center, size = (150.0, 2.0), 40.0

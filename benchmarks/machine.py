@@ -27,3 +27,20 @@ def machine_line() -> str:
     except ImportError:  # pragma: no cover
         mem = "RAM unknown"
     return f"machine: {platform.platform()}; {cpu_model()}; {os.cpu_count()} CPUs; {mem}"
+
+
+def versions_line(*modules: str) -> str:
+    """``python X, numpy Y, ...``: the versions of the named importable modules (numba with its threads)."""
+    import importlib
+
+    parts = [f"python {platform.python_version()}"]
+    for name in modules:
+        mod = importlib.import_module(name)
+        extra = f" ({mod.get_num_threads()} threads)" if name == "numba" else ""
+        parts.append(f"{name} {getattr(mod, '__version__', '?')}{extra}")
+    return ", ".join(parts)
+
+
+def load_line(when: str = "start") -> str:
+    """``load average at <when>: 1, 5, 15 min``."""
+    return f"load average at {when}: {', '.join(f'{v:.2f}' for v in os.getloadavg())}"

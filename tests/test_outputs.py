@@ -135,9 +135,9 @@ def test_verify_store_progress_in_python(store, capsys):
 
 
 def test_summary_and_sample_progress_compute_once_with_a_bar(store, capsys, monkeypatch):
-    import massmap_xr.log
     from dask.diagnostics import ProgressBar
 
+    import massmap_xr.log
     from massmap_xr.analysis import summary
 
     shown = []

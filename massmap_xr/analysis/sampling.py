@@ -14,7 +14,6 @@ import numbers
 import os
 
 import dask.array as da
-import numba
 import numpy as np
 import xarray as xr
 from scipy import special
