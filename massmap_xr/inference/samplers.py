@@ -301,6 +301,10 @@ def sample_emcee(target: HyperPosterior, y_map: np.ndarray, cov: np.ndarray, n: 
     chain_y = sampler.get_chain()  # (steps, walkers, d)
     kept = chain_y[n_burn:]
     draws_y = kept[thin - 1::thin][-n_draw:]  # (n_draw, walkers, d): the last n_draw of the thinned steps
+    if draws_y.shape[0] < n_draw:  # an adaptive run capped by max_steps before holding n draws
+        warnings.warn(f"emcee: the run stopped at max_steps={n_steps} with {draws_y.shape[0]} draws per walker "
+                      f"instead of {n_draw}; raise max_steps", ConvergenceWarning, stacklevel=4)
+        n_draw = draws_y.shape[0]
     tau = emcee.autocorr.integrated_time(kept, quiet=True, tol=0) if kept.shape[0] > 1 else np.full(d, np.nan)
     rhat = split_rhat(hp.to_natural(np.swapaxes(kept, 0, 1)))
     acc = sampler.acceptance_fraction

@@ -8,7 +8,7 @@ for the analysis; ``stores/README.md`` specifies the format.
 - ``location``: the filesystem / zarr store / group of a path or URL, atomic creation of a store;
 - ``checks``: does a cube belong to a store (model, prior, hyperparameters, hashes), schema, build id;
 - ``slabs``: computing and writing slab jobs, a batch at a time, refusing unnormalised blocks;
-- ``write``: init_store, write_slabs, finalize_store, to_store (and resume);
+- ``write``: init_store, write_slabs, to_store (and resume); ``finalize``: finalize_store;
 - ``append``: append_halos, append_realizations;
 - ``read``: open_store, store_info;
 - ``verify``: VerifyReport, verify_store;
@@ -21,6 +21,7 @@ for the analysis; ``stores/README.md`` specifies the format.
 # the bookkeeping attribute names (the store format, stores/README.md) are importable here too
 from massmap_xr.store import versioned  # noqa: F401
 from massmap_xr.store.append import append_halos, append_realizations
+from massmap_xr.store.finalize import finalize_store
 from massmap_xr.store.layout import (  # noqa: F401
     BUILD_ID,
     CRC_NAME,
@@ -39,7 +40,7 @@ from massmap_xr.store.layout import (  # noqa: F401
 from massmap_xr.store.read import open_store, store_info
 from massmap_xr.store.rebuild import build_like_store
 from massmap_xr.store.verify import VerifyReport, verify_store
-from massmap_xr.store.write import finalize_store, init_store, to_store, write_slabs
+from massmap_xr.store.write import init_store, to_store, write_slabs
 
 __all__ = [
     "CRC_NAME",

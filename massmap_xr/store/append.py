@@ -29,6 +29,7 @@ from massmap_xr.store.checks import (
     raise_problems,
     stored_catalog,
 )
+from massmap_xr.store.finalize import finalize
 from massmap_xr.store.layout import (
     CRC_NAME,
     LAYOUT,
@@ -52,7 +53,6 @@ from massmap_xr.store.slabs import (
     stored_slab_variables,
 )
 from massmap_xr.store.versioned import versioned_write
-from massmap_xr.store.write import finalize
 
 
 def _begin_append(path, ds: xr.Dataset, operation: str, hash_name: str, storage_options):

@@ -1,4 +1,5 @@
-"""Writing a new store: init_store, write_slabs, finalize_store, to_store (and resume).
+"""Writing a new store: init_store, write_slabs, to_store (and resume); finalize_store is in
+:mod:`massmap_xr.store.finalize`.
 
 Layout (Zarr format 3, specified in ``stores/README.md``): one group holding the cube's variables
 as written by xarray, plus two bookkeeping tables indexed by (halo slab, realization chunk):
@@ -23,7 +24,7 @@ Build life cycle (root attribute ``massmap_build_status``):
    processes each writing disjoint, slab-aligned halo ranges: :func:`write_slabs`); a slab whose
    (halo, realization) rows are not normalised within ``NORM_ATOL`` or hold NaN/inf is refused
    (:class:`StoreError`) and not written, so such a store never becomes complete;
-3. :func:`finalize_store` checks that every checksum is present, records invariants (halo and
+3. :func:`~massmap_xr.store.finalize.finalize_store` checks that every checksum is present, records invariants (halo and
    realization counts, checksum-table digest, checksums of every other variable) and sets the
    status to ``"complete"``; it is the last write.
 
@@ -41,7 +42,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-import zlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -50,13 +50,10 @@ import zarr
 
 from massmap_xr.cube import validate_cube
 from massmap_xr.errors import (
-    IncompleteStoreError,
     StoreError,
     format_offenders,
 )
 from massmap_xr.store.checks import (
-    arrays_of,
-    check_build_id,
     check_schema,
     cube_hashes,
     model_problems,
@@ -67,20 +64,17 @@ from massmap_xr.store.checks import (
     stored_weight,
     template_complete,
 )
+from massmap_xr.store.finalize import finalize, remember_variable_crcs
 from massmap_xr.store.layout import (
     BOOKKEEPING,
     BUILD_ID,
     CRC_NAME,
     LAYOUT,
-    N_HALO,
-    N_REAL,
     NORM_NAME,
     PENDING,
     STATUS,
-    TABLE_CRC,
     TABLES,
     TEMPLATE,
-    VAR_CRC,
     StoreLayout,
     encoding_for,
     layout_for,
@@ -407,103 +401,6 @@ def _write_slabs(ds: xr.Dataset, path: str, storage_options, *, halo_chunks=None
     run_jobs(jobs, path, storage_options, layout, progress=progress, total=n_rows,
               initial=n_rows - sum(j.n_halo for j in jobs), desc="massmap build", build_id=attrs.get(BUILD_ID))
     return todo
-
-
-#: CRC-32s of the small variables of templates this process wrote, by (store, build id): finalising
-#: a fresh build records them without reading every variable back (one request per chunk on S3)
-_TEMPLATE_CRCS: dict = {}
-
-
-def remember_variable_crcs(path, storage_options, build_id: str, tmpl: xr.Dataset) -> None:
-    """Record the CRC-32 of every variable the template writes in full (not the posterior, nor the
-    per-(halo, realization) variables, which the slabs write later and finalising reads back)."""
-    _TEMPLATE_CRCS[(path_key(path, storage_options), build_id)] = {
-        name: int(zlib.crc32(np.ascontiguousarray(np.asarray(v.values)).tobytes()))
-        for name, v in tmpl.variables.items()
-        if name != "posterior" and not {"halo", "realization"} <= set(v.dims)}
-
-
-def recall_variable_crcs(path, storage_options, attrs: dict) -> dict | None:
-    """The CRC-32s :func:`remember_variable_crcs` recorded for this store and build, if any (once)."""
-    return _TEMPLATE_CRCS.pop((path_key(path, storage_options), attrs.get(BUILD_ID)), None)
-
-
-def _variable_crcs(group, known: dict | None = None) -> dict:
-    """CRC-32 of every variable but the posterior and the bookkeeping tables; those in ``known``
-    are taken from it instead of being read back."""
-    out = dict(known or {})
-    for name, arr in sorted(arrays_of(group).items()):
-        if name == "posterior" or name in TABLES or name in out:
-            continue
-        out[name] = int(zlib.crc32(np.ascontiguousarray(arr[...]).tobytes()))
-    return out
-
-
-def _missing_cells(crc: np.ndarray, layout: StoreLayout) -> list[str]:
-    rows = np.flatnonzero(np.any(crc < 0, axis=1))
-    return [f"slab {i} (halos [{layout.halo_slice(i).start}, {layout.halo_slice(i).stop}))" for i in rows]
-
-
-@versioned_write("finalize_store")
-def finalize_store(path, *, storage_options: dict | None = None, build_id: str | None = None) -> str:
-    """Mark a store complete once every posterior cell's checksum is recorded.
-
-    Records the invariants that :func:`verify_store` re-checks (halo and realization counts,
-    the checksum table's CRC-32, the CRC-32 of every other variable) and sets
-    ``massmap_build_status = "complete"`` last.  Calling it on a complete store is harmless.
-
-    Parameters
-    ----------
-    path : str or path-like
-        Store path or fsspec URL.
-    storage_options : dict, optional
-        fsspec options for URLs.
-    build_id : str, optional
-        Refuse to finalise unless the store still carries this build id (detects a concurrent
-        replacement of the store by another build).
-
-    Raises
-    ------
-    IncompleteStoreError
-        If some slabs have not been written; the message lists them.
-    """
-    return finalize(str(path), storage_options, build_id, from_append=False)
-
-
-def finalize(path: str, storage_options, build_id, *, from_append: bool) -> str:
-    group = open_group(path, storage_options, mode="r+")
-    attrs = dict(group.attrs)
-    check_schema(attrs, path)
-    refuse_recipe(attrs, path, "finalize_store")
-    if PENDING in attrs and not from_append:
-        op = pending_record(attrs).get("operation")
-        raise StoreError(f"cannot finalise {path!r}: an interrupted {op} is pending; finish it by calling {op}() "
-                         "again with the same cube")
-    if build_id is not None:
-        check_build_id(path, storage_options, build_id)
-    layout = read_layout(attrs, path)
-    crc = group[CRC_NAME][...]
-    missing = _missing_cells(crc, layout)
-    if missing or not template_complete(group, attrs):
-        raise IncompleteStoreError(
-            f"cannot finalise {path!r}: {len(missing)} of {layout.n_halo_chunks} slab(s) not written "
-            f"({format_offenders(missing, 3)}); write them with write_slabs() or to_store(..., resume=True)"
-        )
-    if tuple(group["posterior"].shape) != (layout.n_halo, layout.n_mass, layout.n_realization):
-        raise StoreError(f"cannot finalise {path!r}: posterior shape {group['posterior'].shape} differs from its "
-                         f"layout {layout.to_dict()}; the store is damaged, rebuild it with mode='w'")
-    # a fresh build finalised by the process that wrote its template: the small variables are as written
-    known = None if from_append else recall_variable_crcs(path, storage_options, attrs)
-    new = {k: v for k, v in attrs.items() if k != PENDING}
-    new.update({
-        TABLE_CRC: int(zlib.crc32(np.ascontiguousarray(crc).tobytes())),
-        N_HALO: int(layout.n_halo),
-        N_REAL: int(layout.n_realization),
-        VAR_CRC: json.dumps(dict(sorted(_variable_crcs(group, known).items()))),
-        STATUS: "complete",
-    })
-    group.attrs.put(new)  # one write of the root metadata: complete and its invariants appear together
-    return str(path)
 
 
 def _prepare_resume(ds, path, storage_options, realization_chunk, inner_halo_chunk) -> tuple[StoreLayout, str | None]:
