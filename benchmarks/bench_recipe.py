@@ -114,7 +114,7 @@ def part_synthetic(args) -> None:
                      attrs={k: seed.attrs[k] for k in ("field_center_ra", "field_center_dec", "field_size_arcmin")})
     hyper = mm.reddick2013(args.n_realizations, seed=2)
     t0 = time.perf_counter()
-    cube = mm.build_posterior(cat, hyper)
+    cube = mm.build_posterior(cat, hyper, sigma_obs=0.05)  # the seed field's scatter
     t_cube = time.perf_counter() - t0
     rec = os.path.join(args.dir, "synthetic_recipe.zarr")
     t0 = time.perf_counter()

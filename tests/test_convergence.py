@@ -109,3 +109,21 @@ def test_adaptive_emcee_runs_until_converged_and_agrees_with_laplace():
     with pytest.warns(ConvergenceWarning, match="not converged"):
         capped = infer_hyperparameters(cat, n=96, method="emcee", max_steps=200, **kw)
     assert capped.attrs["n_steps"] == 200 and capped.attrs["converged"] == 0
+
+
+def test_cli_emcee_defaults_converge(tmp_path, capsys):
+    cat = mock_catalog(300, seed=4)
+    f = tmp_path / "cat.nc"
+    cat.to_netcdf(f)
+    out = tmp_path / "h.nc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        assert main(["infer", str(f), "-o", str(out), "--method", "emcee", "--free", "alpha4,S", "--quiet",
+                     "--n-realizations", "64", "--group-tol", "0.01"]) == 0
+    text = capsys.readouterr().out
+    assert "emcee: R-hat max" in text
+    import xarray as xr
+
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        assert ds.attrs["converged"] == 1 and ds.attrs["adaptive"] == 1 and ds.attrs["rhat_max"] <= 1.01
+        assert ds.sizes["realization"] == 64
