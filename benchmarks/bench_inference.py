@@ -146,6 +146,15 @@ def section_grouping(cat, rng):
         print(f"{tol:>10g} {g.n_terms:>8d} {t:>8.4f}s {err.mean():>11.2e} {np.ptp(err):>31.2e}")
 
 
+def shared_table():
+    """The original study's prior table in the shared data folder, or None (and say so)."""
+    path = SHARED / "seed_tinker10_prior.txt"
+    if not path.exists():
+        print(f"skipped: {path} not found")
+        return None
+    return path
+
+
 def seed_prior(path: Path) -> tuple[TablePrior, np.ndarray]:
     """The seed field's effective prior: table dn/dM / M, from the table row at or above z."""
     d = np.loadtxt(path)
@@ -169,9 +178,8 @@ def seed_prior(path: Path) -> tuple[TablePrior, np.ndarray]:
 
 def section_seed_fit(cat, n):
     print("\n== 4. fitting the seed field ==")
-    path = SHARED / "seed_tinker10_prior.txt"
-    if not path.exists():
-        print(f"skipped: {path} not found")
+    path = shared_table()
+    if path is None:
         return
     prior, mass = seed_prior(path)
     for label, kwargs in (
@@ -238,9 +246,8 @@ def section_table_prior(cat, reps):
     from massmap_xr.model.prior import read_prior_table
 
     print("\n== 6. user table prior vs the default prior, full seed field ==")
-    path = SHARED / "seed_tinker10_prior.txt"
-    if not path.exists():
-        print(f"skipped: {path} not found")
+    path = shared_table()
+    if path is None:
         return
     table = read_prior_table(path)
     t0 = time.perf_counter()

@@ -111,6 +111,15 @@ def test_hard_limit_equals_same_grid_sum(limited):
     assert like.per_halo(*REDDICK)[k] == pytest.approx(plain.per_halo(*REDDICK)[k] - np.log(d), abs=1e-9)
 
 
+def _central_difference(like, j: int) -> float:
+    """d like / d hyperparameter j at the Reddick values, by a central difference."""
+    h = 1e-6 * max(1.0, abs(REDDICK[j]))
+    up, dn = list(REDDICK), list(REDDICK)
+    up[j] += h
+    dn[j] -= h
+    return (like(*up) - like(*dn)) / (2 * h)
+
+
 @pytest.mark.parametrize("sel", ["hard", "completeness"])
 def test_selected_gradient_matches_differences(limited, sel):
     cat, lmin = limited
@@ -118,12 +127,7 @@ def test_selected_gradient_matches_differences(limited, sel):
     like = CatalogLikelihood(cat, **kw)
     _, g = like.value_and_grad(*REDDICK)
     for j in (0, 1, 3, 4):
-        h = 1e-6 * max(1.0, abs(REDDICK[j]))
-        up, dn = list(REDDICK), list(REDDICK)
-        up[j] += h
-        dn[j] -= h
-        fd = (like(*up) - like(*dn)) / (2 * h)
-        assert g[j] == pytest.approx(fd, rel=1e-5 if sel == "hard" else 2e-3, abs=1e-6)
+        assert g[j] == pytest.approx(_central_difference(like, j), rel=1e-5 if sel == "hard" else 2e-3, abs=1e-6)
 
 
 def test_halo_below_limit_is_refused(limited):
@@ -208,11 +212,7 @@ def test_photoz_with_limit_and_grouping(photo_cat):
     assert float(grouped(*REDDICK)) == pytest.approx(float(exact(*REDDICK)), abs=1e-6)
     _, g = exact.value_and_grad(*REDDICK)
     for j in (0, 1, 3, 4):
-        h = 1e-6 * max(1.0, abs(REDDICK[j]))
-        up, dn = list(REDDICK), list(REDDICK)
-        up[j] += h
-        dn[j] -= h
-        assert g[j] == pytest.approx((exact(*up) - exact(*dn)) / (2 * h), rel=1e-5, abs=1e-6)
+        assert g[j] == pytest.approx(_central_difference(exact, j), rel=1e-5, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------

@@ -256,16 +256,6 @@ def marginal_weights(ds: xr.Dataset) -> xr.DataArray:
     return xr.DataArray(out, dims=("halo", "realization"))
 
 
-def _fold_halo_weights(acc, p, w):
-    """``acc + sum_r w[:, r] * p[:, :, r]`` (per-halo weights ``w`` (halo, realization)), in float64,
-    one realization at a time in a fixed order (bitwise independent of the chunking; the compiled
-    pass of :func:`_fold_realizations` for a 3-D block)."""
-    w = np.asarray(w, dtype=np.float64)
-    if w.ndim != 2 or w.shape[0] != np.shape(p)[0]:
-        raise AnalysisError(f"per-halo weights must be (halo, realization) = ({np.shape(p)[0]}, ...), got {w.shape}")
-    return _fold_realizations(acc, p, w)
-
-
 def _fold_block_list(acc, ps, ws):
     """:func:`_fold_realizations` over dask's blocks of one (halo, mass) block, realization block
     after realization block (``blockwise(..., concatenate=False)`` hands them over as lists), so
@@ -274,24 +264,6 @@ def _fold_block_list(acc, ps, ws):
     ws = ws if isinstance(ws, list) else [ws]
     for p, w in zip(ps, ws, strict=True):
         acc = _fold_realizations(acc, p, w)
-    return acc
-
-
-def _halo_weighted_sum(data, wdata):
-    """:func:`weighted_realization_sum` with (halo, realization) weights."""
-    if not isinstance(data, da.Array):
-        return _fold_halo_weights(None, data, np.asarray(wdata))
-    wdata = da.asarray(wdata)
-    acc = None
-    start = 0
-    for size in data.chunks[2]:
-        blk = data[:, :, start:start + size]
-        wk = wdata[:, start:start + size].rechunk((data.chunks[0], -1))
-        acc = da.blockwise(
-            _fold_block_list, "hm", acc, None if acc is None else "hm", blk, "hmr", wk, "hr",
-            dtype=np.float64, concatenate=False, meta=np.empty((0, 0), dtype=np.float64),
-        )
-        start += size
     return acc
 
 
@@ -305,19 +277,19 @@ def weighted_realization_sum(post: xr.DataArray, w: xr.DataArray):
     memory at a time and makes the result independent of the chunking.
     """
     data = post.transpose("halo", "mass", "realization").data
-    if w.dims == ("halo", "realization"):
-        return _halo_weighted_sum(data, w.data)
+    per_halo = w.dims == ("halo", "realization")
     wdata = w.data
     if not isinstance(data, da.Array):
         return _fold_realizations(None, data, np.asarray(wdata))
+    wdata = da.asarray(wdata)
     acc = None
     start = 0
     for size in data.chunks[2]:
         blk = data[:, :, start:start + size]
-        wk = wdata[start:start + size]
-        wk = wk.rechunk(-1) if isinstance(wk, da.Array) else da.from_array(np.asarray(wk), chunks=-1)
+        wk = wdata[:, start:start + size].rechunk((data.chunks[0], -1)) if per_halo \
+            else wdata[start:start + size].rechunk(-1)
         acc = da.blockwise(
-            _fold_block_list, "hm", acc, None if acc is None else "hm", blk, "hmr", wk, "r",
+            _fold_block_list, "hm", acc, None if acc is None else "hm", blk, "hmr", wk, "hr" if per_halo else "r",
             dtype=np.float64, concatenate=False, meta=np.empty((0, 0), dtype=np.float64),
         )
         start += size

@@ -10,7 +10,6 @@ instead of reading every variable back, which on object storage is one request p
 from __future__ import annotations
 
 import json
-import zlib
 
 import numpy as np
 import xarray as xr
@@ -28,6 +27,7 @@ from massmap_xr.store.layout import (
     TABLES,
     VAR_CRC,
     StoreLayout,
+    crc32_of,
     read_layout,
 )
 from massmap_xr.store.location import open_group, path_key
@@ -47,7 +47,7 @@ def remember_variable_crcs(path, storage_options, build_id: str, tmpl: xr.Datase
     """Record the CRC-32 of every variable the template writes in full (not the posterior, nor the
     per-(halo, realization) variables, which the slabs write later and finalising reads back)."""
     _TEMPLATE_CRCS[(path_key(path, storage_options), build_id)] = {
-        name: int(zlib.crc32(np.ascontiguousarray(np.asarray(v.values)).tobytes()))
+        name: int(crc32_of(np.asarray(v.values)))
         for name, v in tmpl.variables.items()
         if name != "posterior" and not {"halo", "realization"} <= set(v.dims)}
 
@@ -64,7 +64,7 @@ def variable_crcs(group, known: dict | None = None) -> dict:
     for name, arr in sorted(arrays_of(group).items()):
         if name == "posterior" or name in TABLES or name in out:
             continue
-        out[name] = int(zlib.crc32(np.ascontiguousarray(arr[...]).tobytes()))
+        out[name] = int(crc32_of(arr[...]))
     return out
 
 
@@ -125,7 +125,7 @@ def finalize(path: str, storage_options, build_id, *, from_append: bool) -> str:
     known = None if from_append else recall_variable_crcs(path, storage_options, attrs)
     new = {k: v for k, v in attrs.items() if k != PENDING}
     new.update({
-        TABLE_CRC: int(zlib.crc32(np.ascontiguousarray(crc).tobytes())),
+        TABLE_CRC: int(crc32_of(crc)),
         N_HALO: int(layout.n_halo),
         N_REAL: int(layout.n_realization),
         VAR_CRC: json.dumps(dict(sorted(variable_crcs(group, known).items()))),

@@ -273,8 +273,9 @@ def read_layout(attrs: dict, path) -> StoreLayout:
 
 
 def crc32_of(a: np.ndarray) -> int:
-    """CRC-32 of an array's bytes in C order (no copy when it is already contiguous)."""
-    return zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"))
+    """CRC-32 of an array's bytes in C order (no copy when it is already contiguous), for any
+    fixed-size dtype (numbers, bools, strings, datetimes), as ``zlib.crc32(a.tobytes())``."""
+    return zlib.crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
 
 
 def norm_error(block: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +79,7 @@ def _verify_metadata(group, attrs, layout: StoreLayout) -> list[str]:
         if attrs.get(key) != want:
             problems.append(f"{key} is {attrs.get(key)!r} but the layout has {want}")
     crc = group[CRC_NAME][...]
-    if TABLE_CRC in attrs and int(zlib.crc32(np.ascontiguousarray(crc).tobytes())) != attrs[TABLE_CRC]:
+    if TABLE_CRC in attrs and int(crc32_of(crc)) != attrs[TABLE_CRC]:
         problems.append("the checksum table itself was altered (its CRC-32 differs from the one recorded at build time)")
     if VAR_CRC in attrs:
         recorded = json.loads(attrs[VAR_CRC]) if isinstance(attrs[VAR_CRC], str) else attrs[VAR_CRC]
@@ -89,7 +88,7 @@ def _verify_metadata(group, attrs, layout: StoreLayout) -> list[str]:
                 problems.append(f"variable {name!r} is missing")
                 continue
             try:
-                got = int(zlib.crc32(np.ascontiguousarray(arrays[name][...]).tobytes()))
+                got = int(crc32_of(arrays[name][...]))
             except Exception as exc:  # noqa: BLE001 - a damaged chunk can raise anything
                 problems.append(f"variable {name!r} is unreadable ({type(exc).__name__}: {exc})")
                 continue
