@@ -20,13 +20,15 @@ import xarray as xr
 from massmap_xr._version import KERNEL_VERSION, SCHEMA_VERSION, __version__
 from massmap_xr.catalog import check_sigma_obs, validate_catalog
 from massmap_xr.errors import AnalysisError, CatalogWarning, EdgeWarning, MassmapError, StoreError, format_offenders
-from massmap_xr.kernels.edges import EDGE_THRESHOLD, edge_check
+from massmap_xr.kernels.edges import EDGE_THRESHOLD, collapsed_halos, edge_check
 from massmap_xr.kernels.posterior import (
     ZERO_PRIOR_LOG,
+    check_prior_nonzero,
     check_prior_redshifts,
     edge_fraction,
     log_prior_norm,
     posterior_outputs,
+    prior_row_max,
     prior_rows,
     trapezoid_weights,
 )
@@ -167,17 +169,15 @@ def catalog_hash(cat: xr.Dataset) -> str:
     return h.hexdigest()
 
 
-def _check_prior_at_halos(z, ids, z_nodes, log_table, mass, *, batch: int = 8192) -> None:
+def _check_prior_at_halos(z, ids, z_nodes, log_table) -> None:
     """Refuse, before any graph is built, halos the prior cannot give a posterior to.
 
     The redshift nodes must increase and cover every ``z``, and at each halo's redshift the
     prior must be non-zero somewhere on the mass grid (:class:`PriorError` naming the halos).
-    Batched, so memory stays at ``batch`` rows of the mass grid.
+    Only each halo's largest prior value is computed (memory: one float per halo).
     """
     check_prior_redshifts(z, z_nodes, ids=ids, who="build_posterior")
-    log_mass = np.log(mass)
-    for s in range(0, z.size, batch):
-        prior_rows(z[s:s + batch], z_nodes, log_table, log_mass, ids=ids[s:s + batch], who="build_posterior")
+    check_prior_nonzero(z, prior_row_max(z, z_nodes, log_table), ids=ids, who="build_posterior")
 
 
 def _mc_block(log_lobs, z, sig, ids, *, z_nodes, log_table, mass, hyp, n_lum, seed):
@@ -329,7 +329,7 @@ def build_posterior(
     log_lobs = np.log(np.asarray(catalog["lum_obs"].values, dtype=float))
     sig = np.asarray(catalog["sigma_obs"].values, dtype=float) if sigma_obs is None else np.full(n, sigma_obs)
     ids = np.asarray(catalog["halo"].values)
-    _check_prior_at_halos(z, ids, z_nodes, log_table, mass)
+    _check_prior_at_halos(z, ids, z_nodes, log_table)
     zerr, pz, pz_z = photoz_inputs(catalog)
     photo = zerr is not None or pz is not None
     if photo and method != "analytic":
@@ -501,39 +501,19 @@ def _kernel_arrays(block, inputs, token: str, halo_chunks: tuple, n_mass: int, n
 
 
 def _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass, z_nodes, log_table, *, block: int = 2048):
-    """The build-time edge checks, in blocks of ``block`` halos (memory independent of the catalogue size).
+    """The build-time edge checks, in blocks of ``block`` halos (memory independent of the catalogue
+    size beyond one bool per halo).
 
     1. Collapse: halos whose L_obs lies > 5σ beyond μ_L at both ends of the grid, on the same side,
-       for every realization: u = (ln L_obs - ln μ_L) / √(S² + σ_obs²) is linear in ln M, so this is
-       the inverted mass lying > 5σ outside the grid.  No division by α2 (α2 = 0 is a flat
-       likelihood, not a collapse) and no overflow warnings for degenerate hyperparameters: u
-       overflowing to ±inf (e.g. α1 = 1e308) is a collapse, and is reported as one.
+       for every realization (:func:`massmap_xr.kernels.edges.collapsed_halos`; α2 = 0 is a flat
+       likelihood, not a collapse; u overflowing to ±inf, e.g. α1 = 1e308, is reported as one).
     2. Edge fraction: the other halos whose estimated posterior probability in the end cells
        exceeds EDGE_THRESHOLD for some realization (:func:`massmap_xr.kernels.edges.edge_check`).
     """
-    a = {k: np.asarray(hyper[k].values, dtype=float)[None, :] for k in HYPER_NAMES}
-    lna3 = np.log(a["alpha3"])
-    x0, x1 = np.log(mass[0]), np.log(mass[-1])
-    n = z.size
-    n_far, first_far = 0, []
-
-    def collapsed(sl):
-        with np.errstate(all="ignore"):
-            inv = 1.0 / np.hypot(a["S"], sig[sl, None])
-            base = log_lobs[sl, None] - a["alpha1"] - a["alpha4"] * np.log1p(z[sl])[:, None]
-            u_lo = (base - a["alpha2"] * (x0 - lna3)) * inv
-            u_hi = (base - a["alpha2"] * (x1 - lna3)) * inv
-            # same side: compared by sign, not by the product (which overflows); a flat likelihood is
-            # told by α2 = 0, not by u_lo == u_hi (both overflow to the same infinity for extreme α1, α4, S)
-            return np.all((np.minimum(np.abs(u_lo), np.abs(u_hi)) > 5) & (np.sign(u_lo) == np.sign(u_hi))
-                          & (a["alpha2"] != 0), axis=1)
-
-    for s0 in range(0, n, block):
-        sl = slice(s0, min(s0 + block, n))
-        far = collapsed(sl)
-        n_far += int(far.sum())
-        if len(first_far) < 5:
-            first_far.extend(ids[sl][far][:5].tolist())
+    hyp = {k: np.asarray(hyper[k].values, dtype=float) for k in HYPER_NAMES}
+    far = collapsed_halos(log_lobs, z, sig, hyp, np.log(mass[0]), np.log(mass[-1]))
+    n_far = int(far.sum())
+    first_far = ids[far][:5].tolist()
     if n_far:
         warnings.warn(
             f"{n_far} halo(s) have L_obs so far from every mean luminosity on the mass grid "
@@ -543,12 +523,12 @@ def _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass, z_nodes, log_table, 
             CatalogWarning,
             stacklevel=3,
         )
-    hyp = {k: np.asarray(hyper[k].values, dtype=float) for k in HYPER_NAMES}
 
     def rows(zb, ib, xc):
         return prior_rows(zb, z_nodes, log_table[:, _coarse_of(mass, xc)], xc, ids=ib, who="build_posterior")
 
-    rep = edge_check(ids, log_lobs, z, sig, hyp, mass, rows, block=block, exclude=collapsed if n_far else None)
+    rep = edge_check(ids, log_lobs, z, sig, hyp, mass, rows, block=block,
+                     exclude=(lambda sl: far[sl]) if n_far else None)
     if rep.count:
         shown = ", ".join(f"{i} ({f:.2g})" for i, f in zip(rep.ids, rep.fractions, strict=True))
         warnings.warn(

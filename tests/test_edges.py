@@ -99,3 +99,57 @@ def test_default_grid_covers_every_seed_field_posterior():
     old = build_posterior(cat.isel(halo=slice(0, 2000)), reddick2013(20, seed=0), mass=default_mass_grid(400, 10, 15.5),
                           check_edges=False)
     assert float((old.edge_fraction.max("realization") > EDGE_THRESHOLD).mean().compute()) > 0.8
+
+
+def _collapsed_by_definition(log_lobs, z, sig, hyp, x0, x1):
+    """The collapse rule written out with numpy over every (halo, realization) pair."""
+    a = {k: np.asarray(hyp[k], dtype=float)[None, :] for k in ("alpha1", "alpha2", "alpha3", "alpha4", "S")}
+    with np.errstate(all="ignore"):
+        inv = 1.0 / np.hypot(a["S"], sig[:, None])
+        base = log_lobs[:, None] - a["alpha1"] - a["alpha4"] * np.log1p(z)[:, None]
+        u_lo = (base - a["alpha2"] * (x0 - np.log(a["alpha3"]))) * inv
+        u_hi = (base - a["alpha2"] * (x1 - np.log(a["alpha3"]))) * inv
+        return np.all((np.minimum(np.abs(u_lo), np.abs(u_hi)) > 5) & (np.sign(u_lo) == np.sign(u_hi))
+                      & (a["alpha2"] != 0), axis=1)
+
+
+@pytest.mark.parametrize("case", ["plain", "extreme"])
+def test_collapsed_halos_follows_the_rule_pair_by_pair(case):
+    from massmap_xr.kernels.edges import collapsed_halos
+
+    rng = np.random.default_rng(11)
+    n, r = 3000, 7
+    log_lobs = rng.normal(24.5, 4.0, n)
+    z = rng.uniform(0.0, 3.0, n)
+    sig = rng.uniform(0.0, 0.5, n)
+    hyp = {"alpha1": rng.normal(10.7, 0.1, r), "alpha2": rng.normal(0.36, 0.02, r),
+           "alpha3": np.full(r, 2.35e14), "alpha4": rng.normal(1.65, 0.05, r), "S": rng.uniform(0.1, 0.3, r)}
+    if case == "extreme":  # overflowing u, flat likelihoods, zero and infinite widths, NaN luminosities
+        hyp["alpha1"][0], hyp["alpha2"][1], hyp["S"][2], hyp["alpha4"][3] = 1e308, 0.0, np.inf, -1e308
+        sig[:10], log_lobs[10:20], hyp["S"][4] = 0.0, np.nan, 0.0
+        log_lobs[20:40] = 1e300
+    x0, x1 = np.log(1e10), np.log(10**15.5)
+    want = _collapsed_by_definition(log_lobs, z, sig, hyp, x0, x1)
+    got = collapsed_halos(log_lobs, z, sig, hyp, x0, x1)
+    assert got.dtype == bool and np.array_equal(got, want)
+    if case == "plain":
+        assert 0 < want.sum() < n  # both kinds of halo occur
+        one = {k: v[:1] for k, v in hyp.items()}  # one realization: the rule per pair
+        assert np.array_equal(collapsed_halos(log_lobs, z, sig, one, x0, x1),
+                              _collapsed_by_definition(log_lobs, z, sig, one, x0, x1))
+
+
+def test_prior_row_max_is_the_largest_interpolated_prior():
+    from massmap_xr.kernels.posterior import prior_row_max
+    from massmap_xr.model.prior import LOG_ZERO
+
+    rng = np.random.default_rng(12)
+    z_nodes = np.array([0.0, 0.3, 1.0, 2.5])
+    table = rng.normal(-20, 5, (4, 50))
+    table[1, 10:] = -np.inf  # zeros, stored as -inf
+    z = np.concatenate([rng.uniform(0, 2.5, 500), z_nodes, [0.15, 2.5]])
+    i = np.clip(np.searchsorted(z_nodes, z, side="right") - 1, 0, 2)
+    w = np.clip((z - z_nodes[i]) / (z_nodes[i + 1] - z_nodes[i]), 0, 1)
+    t = np.maximum(table, LOG_ZERO)
+    want = ((1 - w)[:, None] * t[i] + w[:, None] * t[i + 1]).max(axis=1)
+    np.testing.assert_array_equal(prior_row_max(z, z_nodes, table), want)

@@ -28,7 +28,7 @@ import numpy as np
 
 from massmap_xr.kernels.numerics import nearest_index, trapezoid_weights
 
-__all__ = ["EDGE_THRESHOLD", "EdgeReport", "coarse_indices", "edge_check"]
+__all__ = ["EDGE_THRESHOLD", "EdgeReport", "coarse_indices", "collapsed_halos", "edge_check"]
 
 #: edge_fraction above which a halo is reported
 EDGE_THRESHOLD = 1e-3
@@ -42,7 +42,7 @@ def coarse_indices(n_mass: int, n_coarse: int = 64) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True)
-def _edge_kernel(log_lobs, zfac, width, lnp, x, cw, fw, d0, d1, a1, a2, lna3, a4, scale, thr,
+def _edge_kernel(log_lobs, zfac, sig, s, lnp, x, cw, fw, d0, d1, a1, a2, lna3, a4, scale, thr,
                  out):  # pragma: no cover
     n_h, n_c = lnp.shape
     n_r = a1.shape[0]
@@ -50,7 +50,7 @@ def _edge_kernel(log_lobs, zfac, width, lnp, x, cw, fw, d0, d1, a1, a2, lna3, a4
         e = np.empty(n_c)
         for r in range(n_r):
             c = scale[r]
-            w = width[k, r] * c
+            w = np.hypot(sig[k], s[r]) * c
             off = log_lobs[k] * c - a1[r] * c - (a4[r] * c) * zfac[k] + a2[r] * c * lna3[r]
             if a2[r] == 0.0:
                 out[k, r] = 0.0
@@ -91,6 +91,42 @@ def _edge_kernel(log_lobs, zfac, width, lnp, x, cw, fw, d0, d1, a1, a2, lna3, a4
             # α2 = 0: the likelihood is flat in mass and the posterior is the prior; its cut by the
             # grid is not the data's doing (not reported)
             out[k, r] = f / norm if a2[r] != 0.0 else 0.0
+
+
+def collapsed_halos(log_lobs, z, sig, hyp: dict, log_m0: float, log_m1: float) -> np.ndarray:
+    """Bool per halo: its L_obs lies more than 5σ beyond the mean luminosity at both ends of the
+    grid [ln M0, ln M1], on the same side, for every realization (the posterior collapses onto a
+    grid edge).
+
+    u = (ln L_obs - ln μ_L) / √(S² + σ_obs²) is linear in ln M, so this is the inverted mass lying
+    > 5σ outside the grid.  There is no division by α2 (α2 = 0 is a flat likelihood, never a
+    collapse), and a u that overflows to ±inf (e.g. α1 = 1e308) counts as a collapse; a NaN u
+    does not.  ``hyp`` holds the realizations' alpha1..alpha4, S.  Memory: one bool per halo.
+    """
+    a1, a2, a4, s = (np.ascontiguousarray(hyp[k], dtype=float) for k in ("alpha1", "alpha2", "alpha4", "S"))
+    lna3 = np.log(np.asarray(hyp["alpha3"], dtype=float))
+    out = np.empty(np.size(z), dtype=np.bool_)
+    with np.errstate(all="ignore"):
+        _collapse_kernel(np.ascontiguousarray(log_lobs, dtype=float), np.log1p(np.asarray(z, dtype=float)),
+                         np.ascontiguousarray(sig, dtype=float), a1, a2, lna3, a4, s, float(log_m0), float(log_m1), out)
+    return out
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _collapse_kernel(log_lobs, zfac, sig, a1, a2, lna3, a4, s, x0, x1, out):  # pragma: no cover
+    for k in numba.prange(log_lobs.size):
+        far = True
+        for r in range(a1.size):
+            inv = 1.0 / np.hypot(s[r], sig[k])
+            base = log_lobs[k] - a1[r] - a4[r] * zfac[k]
+            u_lo = (base - a2[r] * (x0 - lna3[r])) * inv
+            u_hi = (base - a2[r] * (x1 - lna3[r])) * inv
+            # same side told by sign, not by the product (which overflows); NaN compares false
+            if not (abs(u_lo) > 5.0 and abs(u_hi) > 5.0 and ((u_lo > 0.0 and u_hi > 0.0) or (u_lo < 0.0 and u_hi < 0.0))
+                    and a2[r] != 0.0):
+                far = False
+                break
+        out[k] = far
 
 
 class EdgeReport:
@@ -144,10 +180,10 @@ def edge_check(ids, log_lobs, z, sig, hyp: dict, mass, lnp_rows, *, threshold: f
     for s0 in range(0, len(z), block):
         sl = slice(s0, min(s0 + block, len(z)))
         nb = sl.stop - sl.start
-        width = np.ascontiguousarray(np.hypot(sig[sl, None], s[None, :]))
         lnp = np.ascontiguousarray(lnp_rows(z[sl], ids[sl], x))
         with np.errstate(all="ignore"):
-            _edge_kernel(np.ascontiguousarray(log_lobs[sl]), np.log1p(z[sl]), width, lnp, x, cw, fw, d0, d1,
+            _edge_kernel(np.ascontiguousarray(log_lobs[sl]), np.log1p(z[sl]), np.ascontiguousarray(sig[sl], dtype=float),
+                         s, lnp, x, cw, fw, d0, d1,
                          a1, a2, lna3, a4, scale, float(threshold), out[:nb])
         frac = out[:nb].max(axis=1)
         if exclude is not None:

@@ -97,7 +97,7 @@ from massmap_xr.kernels.numerics import (
 )
 from massmap_xr.model.prior import LOG_ZERO, z_weights
 
-__all__ = ["ZERO_PRIOR_LOG", "check_prior_nonzero", "check_prior_redshifts", "edge_fraction", "log_prior_norm",
+__all__ = ["ZERO_PRIOR_LOG", "check_prior_nonzero", "prior_row_max", "check_prior_redshifts", "edge_fraction", "log_prior_norm",
            "posterior_block", "posterior_outputs", "posterior_reference", "prior_rows"]
 
 #: most cells between two exact evaluations of the Gaussian factor
@@ -214,6 +214,31 @@ def prior_rows(z: np.ndarray, z_nodes: np.ndarray, log_table: np.ndarray, log_ma
     check_prior_nonzero(z, rows.max(axis=1, initial=-np.inf), ids=ids, who=who)
     rows += np.asarray(log_mass, dtype=np.float64)[None, :]
     return rows - rows.max(axis=1, keepdims=True)
+
+
+def prior_row_max(z: np.ndarray, z_nodes: np.ndarray, log_table: np.ndarray) -> np.ndarray:
+    """Largest interpolated ln dn/dM on the mass grid at each redshift ``z``: the row maximum that
+    :func:`prior_rows` checks (same interpolation, same arithmetic), without making the rows
+    (memory: one float per halo)."""
+    z = np.asarray(z, dtype=np.float64).ravel()
+    i, w = z_weights(z_nodes, z)
+    table = np.ascontiguousarray(np.maximum(np.asarray(log_table, dtype=np.float64), LOG_ZERO))
+    out = np.empty(z.size)
+    _row_max_kernel(table, np.ascontiguousarray(i, dtype=np.int64), np.ascontiguousarray(w, dtype=np.float64), out)
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _row_max_kernel(table, i, w, out):  # pragma: no cover
+    n_m = table.shape[1]
+    for k in numba.prange(i.size):
+        a, b = table[i[k]], table[i[k] + 1 if table.shape[0] > 1 else 0]
+        best = -np.inf
+        for m in range(n_m):
+            v = (1.0 - w[k]) * a[m] + w[k] * b[m]
+            if v > best:
+                best = v
+        out[k] = best
 
 
 def check_prior_nonzero(z, row_max, *, ids=None, who: str = "prior_rows") -> None:
