@@ -277,6 +277,7 @@ def main(argv=None):
         print(f"  {k:24s} {v}")
     rss_before = ru_maxrss_bytes()[0]
 
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     with RssSampler() as sampler:
         t0 = time.perf_counter()
         cube, cat, hyper = build_inputs(n_halos, args.n_realizations, args.n_mass, args.seed)
@@ -285,6 +286,8 @@ def main(argv=None):
                                        ("inner_halo_chunk", args.inner_halo_chunk)) if v is not None}
         cube.massmap.to_store(args.path, progress=True, **layout)
         wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_user, cpu_sys = ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime
     rss_self, rss_children = ru_maxrss_bytes()
     alloc, apparent, n_files = disk_usage(args.path)
     raw = n_halos * args.n_mass * args.n_realizations * 4
@@ -308,7 +311,7 @@ def main(argv=None):
     results = {
         "machine": info, "n_halos": n_halos, "n_mass": args.n_mass, "n_realizations": args.n_realizations,
         "halo_slab": int(chunks[0]), "n_slabs": len(chunks), "store_layout": store_layout, "to_store_options": layout,
-        "wall_s": wall, "graph_s": t_graph, "halos_per_s": n_halos / wall, "cells_per_s": raw / 4 / wall,
+        "wall_s": wall, "graph_s": t_graph, "cpu_user_s": cpu_user, "cpu_sys_s": cpu_sys, "halos_per_s": n_halos / wall, "cells_per_s": raw / 4 / wall,
         "peak_rss_self_bytes": rss_self, "peak_rss_children_bytes": rss_children,
         "peak_rss_sampled_tree_bytes": sampler.peak, "rss_before_build_bytes": rss_before,
         "store_allocated_bytes": alloc, "store_apparent_bytes": apparent, "store_files": n_files,
@@ -320,6 +323,8 @@ def main(argv=None):
     print(f"  layout           : {store_layout} (to_store options {layout or 'default'})")
     print(f"  wall time        : {wall:.1f} s (graph/inputs {t_graph:.1f} s)  ->  {n_halos / wall:,.0f} halos/s, "
           f"{raw / 4 / wall:.3g} cells/s")
+    print(f"  CPU time         : {cpu_user + cpu_sys:.1f} CPU-s ({cpu_user:.1f} user, {cpu_sys:.1f} system) on "
+          f"{os.cpu_count()} cores")
     print(f"  peak RSS         : {rss_self / 2**30:.2f} GiB (ru_maxrss self), "
           f"{rss_children / 2**30:.2f} GiB (children), "
           f"{sampler.peak / 2**30:.2f} GiB (sampled process tree); {rss_before / 2**30:.2f} GiB before the build; "

@@ -70,7 +70,7 @@ def cell_crc32s(block: np.ndarray, rc: int) -> list[int]:
 
 
 def block_crc32s(block: np.ndarray, rc: int) -> list[int]:
-    """:func:`cell_crc32s` of a contiguous block, taking zlib's CRC-32 of the whole block when it
+    """:func:`cell_crc32s` of a contiguous block, taking the CRC-32 of the whole block at once when it
     is one cell (``rc`` covers every realization): the writer's fast path."""
     if rc >= block.shape[-1] and block.flags.c_contiguous:
         return [crc32_of(block)]

@@ -3,8 +3,10 @@ invariants :func:`~massmap_xr.store.verify.verify_store` re-checks, then marks t
 
 The CRC-32 of every variable but the posterior and the bookkeeping tables is one of those
 invariants.  A fresh build finalised by the process that wrote its template takes the small
-variables' CRCs from :func:`remember_variable_crcs` (recorded as the template was written)
-instead of reading every variable back, which on object storage is one request per chunk.
+variables' CRCs from :func:`remember_variable_crcs` (recorded as the template was written) and
+the per-(halo, realization) variables' from :func:`remember_slab_variable_crcs` (each slab's
+CRC, combined in halo order) instead of reading every variable back, which on object storage is
+one request per chunk.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from massmap_xr.store.layout import (
     TABLES,
     VAR_CRC,
     StoreLayout,
+    crc32_concat,
     crc32_of,
     read_layout,
 )
@@ -34,8 +37,8 @@ from massmap_xr.store.location import open_group, path_key
 from massmap_xr.store.recipe import refuse_recipe
 from massmap_xr.store.versioned import versioned_write
 
-__all__ = ["finalize_store", "finalize", "remember_variable_crcs", "recall_variable_crcs", "variable_crcs",
-           "missing_cells"]
+__all__ = ["finalize_store", "finalize", "remember_variable_crcs", "remember_slab_variable_crcs", "recall_variable_crcs",
+           "variable_crcs", "missing_cells"]
 
 
 #: CRC-32s of the small variables of templates this process wrote, by (store, build id): finalising
@@ -50,6 +53,20 @@ def remember_variable_crcs(path, storage_options, build_id: str, tmpl: xr.Datase
         name: int(crc32_of(np.asarray(v.values)))
         for name, v in tmpl.variables.items()
         if name != "posterior" and not {"halo", "realization"} <= set(v.dims)}
+
+
+def remember_slab_variable_crcs(path, storage_options, build_id: str, slabs: list) -> None:
+    """Add the CRC-32 of the per-(halo, realization) variables to the record of
+    :func:`remember_variable_crcs`, from the ``{name: (CRC-32, bytes)}`` of every slab in halo
+    order (:func:`~massmap_xr.store.slabs.write_slab_variables`); nothing is added unless this
+    process wrote the template and every slab's whole rows."""
+    record = _TEMPLATE_CRCS.get((path_key(path, storage_options), build_id))
+    if record is None or not slabs or any(not isinstance(s, dict) for s in slabs):
+        return
+    for name in slabs[0]:
+        pieces = [s.get(name) for s in slabs]
+        if all(p is not None for p in pieces) and (crc := crc32_concat(pieces)) is not None:
+            record[name] = crc
 
 
 def recall_variable_crcs(path, storage_options, attrs: dict) -> dict | None:

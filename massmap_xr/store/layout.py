@@ -4,7 +4,6 @@ and encoding, and the per-cell checksum and normalisation statistics."""
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +12,14 @@ import xarray as xr
 from massmap_xr.errors import (
     StoreError,
 )
+
+try:  # zlib-ng's CRC-32 (the same checksum as zlib's, vectorised: about 3x faster)
+    from zlib_ng.zlib_ng import crc32 as _crc32
+    from zlib_ng.zlib_ng import crc32_combine as _crc32_combine
+except ImportError:  # pragma: no cover - zlib-ng is a dependency; zlib gives the same values
+    from zlib import crc32 as _crc32
+
+    _crc32_combine = None
 
 CRC_NAME = "massmap_chunk_crc32"
 
@@ -78,7 +85,7 @@ def posterior_codec():
     """Compressor of the posterior's inner chunks (see ``stores/README.md`` for the measurements)."""
     from zarr.codecs import BloscCodec
 
-    return BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=4)
+    return BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle", typesize=4)
 
 
 @dataclass(frozen=True)
@@ -274,8 +281,20 @@ def read_layout(attrs: dict, path) -> StoreLayout:
 
 def crc32_of(a: np.ndarray) -> int:
     """CRC-32 of an array's bytes in C order (no copy when it is already contiguous), for any
-    fixed-size dtype (numbers, bools, strings, datetimes), as ``zlib.crc32(a.tobytes())``."""
-    return zlib.crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+    fixed-size dtype (numbers, bools, strings, datetimes), equal to ``zlib.crc32(a.tobytes())``
+    (computed with zlib-ng's vectorised CRC-32 where it is installed)."""
+    return _crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+
+
+def crc32_concat(pieces) -> int | None:
+    """CRC-32 of the concatenation of byte strings known only by their ``(crc32, length)`` pairs,
+    in order (as :func:`crc32_of` of the joined bytes); None where zlib-ng is not installed."""
+    if _crc32_combine is None:  # pragma: no cover
+        return None
+    out = 0
+    for crc, n in pieces:
+        out = _crc32_combine(out, int(crc), int(n))
+    return out
 
 
 def norm_error(block: np.ndarray, w: np.ndarray) -> np.ndarray:

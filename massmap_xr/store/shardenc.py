@@ -2,16 +2,24 @@
 
 Zarr's sharded write of one slab (merge into an ``NDBuffer``, an all-fill check per inner chunk,
 one asyncio task per inner chunk) costs about three times the Blosc encode of the same bytes.
-:func:`encode_shard` builds the very bytes zarr writes for a complete shard — every inner chunk
-Blosc-encoded with the array's own codec settings (``bytes`` little endian, then Blosc), laid
-out in zarr's Morton order, followed by the shard index (``(offset, nbytes)`` uint64 pairs,
-then its CRC-32C) — and :func:`write_shard` stores them as one object with the store's ``set``
-(atomic on local disk: temporary file, then rename).  ``tests/test_store_shardenc.py`` checks
-that the bytes equal zarr's own for the same values.
+:func:`encode_shard_into` builds the very bytes zarr writes for a complete shard — every inner
+chunk Blosc-encoded with the array's own codec settings (``bytes`` little endian, then Blosc),
+laid out in zarr's Morton order, followed by the shard index (``(offset, nbytes)`` uint64 pairs,
+then its CRC-32C) — in one preallocated buffer: c-blosc (numcodecs' build, the one zarr's
+``BloscCodec`` runs) compresses each inner chunk straight to its place, so no bytes object is
+allocated, faulted in and copied per chunk.  :func:`write_shard` stores the buffer as one
+object: on local disk with :mod:`.directio` (``O_DIRECT``, atomic: temporary file, then
+rename, optionally on a background :class:`~massmap_xr.store.directio.WriteQueue`), elsewhere
+with the store's ``set``.  ``tests/test_store_shardenc.py`` checks that the bytes equal zarr's
+own for the same values, with and without the direct c-blosc call.
 
 Only shards whose codec chain is exactly that (the layout every massmap store is written with)
 and whose halo/realization extent the block covers completely go this way; anything else
 (partly filled shards of appends, other codecs) falls back to ``array[...] = block``.
+
+The small (halo, realization) variables written with each slab (one unsharded chunk per slab,
+``bytes`` then Zstandard) go the same way: :func:`put_chunk` encodes a block that is exactly one
+whole chunk with the array's Zstandard settings (zarr's bytes, tested) and stores it as one file.
 """
 
 from __future__ import annotations
@@ -19,8 +27,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+
+from massmap_xr.store.directio import aligned_buffer, write_file, write_view
 
 _EMPTY = np.uint64(2**64 - 1)
 
@@ -87,13 +98,16 @@ def covers_shard(spec: ShardSpec, start: tuple[int, ...], shape: tuple[int, ...]
     return True
 
 
-def encode_shard(spec: ShardSpec, start: tuple[int, ...], block: np.ndarray, pool=None) -> bytes:
+def encode_shard(spec: ShardSpec, start: tuple[int, ...], block: np.ndarray) -> bytes:
     """Bytes of the shard whose first element is at ``start`` holding ``block`` (its part of the
     array, see :func:`covers_shard`): inner chunks cut at the array's edge are padded with NaN,
     inner chunks wholly outside the array are left out, as zarr does."""
-    import google_crc32c
+    buf = np.empty(shard_capacity(spec, start), dtype=np.uint8)
+    return buf[:encode_shard_into(spec, start, block, buf)].tobytes()
 
-    codec = _codec(**spec.blosc)
+
+def _inner_chunks(spec: ShardSpec, start: tuple[int, ...]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(index in the shard, first element) of the shard's inner chunks inside the array, in zarr's order."""
     grid = tuple(s // c for s, c in zip(spec.shard, spec.inner, strict=True))
     keys = []
     for idx in _order(grid):
@@ -101,35 +115,162 @@ def encode_shard(spec: ShardSpec, start: tuple[int, ...], block: np.ndarray, poo
         if any(s0 + a >= full for s0, a, full in zip(start, lo, spec.shape, strict=True)):
             continue  # wholly outside the array
         keys.append((idx, lo))
+    return keys
 
-    def enc(item):
-        _, lo = item
-        sel = tuple(slice(a, a + c) for a, c in zip(lo, spec.inner, strict=True))
-        part = block[sel]
+
+def shard_capacity(spec: ShardSpec, start: tuple[int, ...]) -> int:
+    """Bytes that always hold the encoded shard at ``start`` (Blosc adds at most 16 bytes to a chunk)."""
+    n_grid = int(np.prod([s // c for s, c in zip(spec.shard, spec.inner, strict=True)]))
+    return len(_inner_chunks(spec, start)) * (4 * int(np.prod(spec.inner)) + _BLOSC_OVERHEAD) + 16 * n_grid + 4
+
+
+def encode_shard_into(spec: ShardSpec, start: tuple[int, ...], block: np.ndarray, buf: np.ndarray) -> int:
+    """Encode :func:`encode_shard`'s bytes into the uint8 array ``buf`` (at least
+    :func:`shard_capacity` long) and return their length.  The inner chunks are compressed by
+    c-blosc straight into ``buf`` where numcodecs' build of it can be called so (no intermediate
+    bytes objects to allocate, fault in and copy), else with numcodecs' ``Blosc`` and copied."""
+    import google_crc32c
+
+    grid = tuple(s // c for s, c in zip(spec.shard, spec.inner, strict=True))
+    index = np.full((*grid, 2), _EMPTY, dtype="<u8")
+    pos = 0
+    for idx, lo in _inner_chunks(spec, start):
+        part = block[tuple(slice(a, a + c) for a, c in zip(lo, spec.inner, strict=True))]
         if part.shape != spec.inner:
             pad = np.full(spec.inner, np.nan, dtype=np.float32)
             pad[tuple(slice(0, n) for n in part.shape)] = part
             part = pad
-        return codec.encode(np.ascontiguousarray(part, dtype="<f4"))
-
-    parts = list(pool.map(enc, keys)) if pool is not None else [enc(k) for k in keys]
-    index = np.full((*grid, 2), _EMPTY, dtype="<u8")
-    pos = 0
-    for (idx, _), p in zip(keys, parts, strict=True):
-        index[idx] = (pos, len(p))
-        pos += len(p)
+        n = _blosc_into(spec.blosc, np.ascontiguousarray(part, dtype="<f4"), buf[pos:])
+        index[idx] = (pos, n)
+        pos += n
     raw = index.tobytes()
-    return b"".join([*map(bytes, parts), raw, struct.pack("<I", google_crc32c.value(raw))])
+    buf[pos:pos + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    pos += len(raw)
+    buf[pos:pos + 4] = np.frombuffer(struct.pack("<I", google_crc32c.value(raw)), dtype=np.uint8)
+    return pos + 4
 
 
-def write_shard(arr, spec: ShardSpec, start: tuple[int, ...], data: bytes) -> None:
-    """Store ``data`` as the shard object of ``arr`` starting at ``start``."""
+#: most bytes c-blosc adds to a buffer it compresses (BLOSC_MAX_OVERHEAD)
+_BLOSC_OVERHEAD = 16
+
+
+@lru_cache(maxsize=1)
+def _blosc_compress_ctx():
+    """c-blosc's ``blosc_compress_ctx`` from numcodecs' extension module (the c-blosc zarr's
+    ``BloscCodec`` runs), or None where it is not exported."""
+    import ctypes
+
+    try:
+        import numcodecs.blosc
+
+        fn = ctypes.CDLL(numcodecs.blosc.__file__).blosc_compress_ctx
+    except (ImportError, OSError, AttributeError):  # pragma: no cover - numcodecs builds export it
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p,
+                   ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+    return fn
+
+
+def _blosc_into(blosc: dict, src: np.ndarray, out: np.ndarray) -> int:
+    """Blosc-compress the contiguous ``src`` into ``out`` as numcodecs' ``Blosc(**blosc)`` would;
+    return the compressed length."""
+    fn = _blosc_compress_ctx()
+    if fn is not None:
+        n = fn(blosc["clevel"], blosc["shuffle"], blosc["typesize"], src.nbytes, src.ctypes.data, out.ctypes.data,
+               out.size, blosc["cname"].encode(), blosc["blocksize"], 1)
+        if n > 0:
+            return int(n)
+    enc = _codec(**blosc).encode(src)
+    out[:len(enc)] = np.frombuffer(enc, dtype=np.uint8)
+    return len(enc)
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """What :func:`put_chunk` needs of an unsharded zarr array (``bytes`` LE then Zstandard)."""
+
+    chunks: tuple[int, ...]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    level: int
+    checksum: bool
+
+
+def chunk_spec(arr) -> ChunkSpec | None:
+    """The :class:`ChunkSpec` of a zarr v3 array stored without sharding with exactly (bytes
+    little endian, Zstd) codecs; None for any other array."""
+    from zarr.codecs import BytesCodec, ZstdCodec
+
+    meta = arr.metadata
+    if getattr(meta, "zarr_format", 2) != 3:
+        return None
+    codecs = tuple(meta.codecs)
+    if (len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], ZstdCodec)
+            or getattr(codecs[0].endian, "value", codecs[0].endian) not in ("little", None)):
+        return None
+    return ChunkSpec(tuple(int(c) for c in arr.chunks), tuple(int(n) for n in arr.shape), np.dtype(arr.dtype),
+                     int(codecs[1].level), bool(codecs[1].checksum))
+
+
+def put_chunk(arr, block: np.ndarray, start: tuple[int, ...], queue=None) -> None:
+    """``arr[start:start + block.shape] = block``: a block that is exactly one whole chunk of an
+    array of :func:`chunk_spec`'s form, on a local store, is Zstd-encoded here and stored as one
+    file (by ``queue`` when given, see :func:`write_shard`); anything else goes through zarr."""
+    from zarr.storage import LocalStore
+
+    spec = chunk_spec(arr)
+    store = arr.store
+    whole = spec is not None and all(s0 % c == 0 and n == c and s0 + n <= full for s0, n, c, full in
+                                     zip(start, block.shape, spec.chunks, spec.shape, strict=True))
+    if not whole or type(store) is not LocalStore or store.read_only:
+        arr[tuple(slice(s, s + n) for s, n in zip(start, block.shape, strict=True))] = block
+        return
+    data = _zstd(spec.level, spec.checksum).encode(np.ascontiguousarray(block, dtype=spec.dtype.newbyteorder("<")))
+    key = arr.metadata.encode_chunk_key(tuple(s // c for s, c in zip(start, spec.chunks, strict=True)))
+    path = Path(store.root) / (f"{arr.path}/{key}" if arr.path else key)
+    if queue is not None:
+        queue.submit(path, [data])
+    else:
+        write_file(path, [data])
+
+
+@lru_cache(maxsize=8)
+def _zstd(level: int, checksum: bool):
+    from numcodecs import Zstd
+
+    return Zstd(level=level, checksum=checksum)
+
+
+def write_shard(arr, spec: ShardSpec, start: tuple[int, ...], block: np.ndarray, queue=None) -> None:
+    """Encode ``block`` (:func:`encode_shard_into`) and store it as the shard object of ``arr``
+    starting at ``start``: on a local store straight from memory (:mod:`.directio`, atomic; into
+    a buffer of ``queue``, a :class:`~massmap_xr.store.directio.WriteQueue`, and written by it,
+    when given), elsewhere with the store's own ``set``."""
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
+    from zarr.storage import LocalStore
 
     key = arr.metadata.encode_chunk_key(tuple(s // sh for s, sh in zip(start, spec.shard, strict=True)))
     path = f"{arr.path}/{key}" if arr.path else key
-    sync(arr.store.set(path, default_buffer_prototype().buffer.from_bytes(data)))
+    store = arr.store
+    cap = shard_capacity(spec, start)
+    local = type(store) is LocalStore and not store.read_only
+    if local and queue is not None:
+        buf = queue.reserve(cap)
+        try:
+            n = encode_shard_into(spec, start, block, buf)
+        except BaseException:
+            queue.release(buf)
+            raise
+        queue.submit_buffer(Path(store.root) / path, buf, n)
+        return
+    buf = aligned_buffer(cap)
+    n = encode_shard_into(spec, start, block, buf)
+    if local:
+        write_view(Path(store.root) / path, memoryview(buf)[:n])
+        return
+    sync(store.set(path, default_buffer_prototype().buffer.from_bytes(buf[:n].tobytes())))
 
 
 def read_shards(arr, spec: ShardSpec, start: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray | None:

@@ -10,7 +10,10 @@ Stores written before such a variable existed simply lack it (:func:`stored_slab
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dask
@@ -23,6 +26,7 @@ from massmap_xr.errors import (
 )
 from massmap_xr.store.cellcrc import block_crc32s, norm_and_negative
 from massmap_xr.store.checks import check_build_id, pending_record, trapezoid_of
+from massmap_xr.store.directio import queue_of, write_queue
 from massmap_xr.store.layout import (
     CRC_NAME,
     NORM_ATOL,
@@ -30,10 +34,11 @@ from massmap_xr.store.layout import (
     PENDING,
     StoreLayout,
     cell_stats,
+    crc32_of,
     slab_chunks,
 )
 from massmap_xr.store.location import open_group, zarr_store
-from massmap_xr.store.shardenc import covers_shard, encode_shard, shard_spec, write_shard
+from massmap_xr.store.shardenc import covers_shard, put_chunk, shard_spec, write_shard
 
 #: the dimensions of the variables written with the slabs
 SLAB_DIMS = ("halo", "realization")
@@ -85,16 +90,28 @@ def slab_extras(blocks: dict, k: int, h0: int, r0: int) -> dict | None:
     return {"blocks": {name: b[k] for name, b in blocks.items()}, "h0": int(h0), "r0": int(r0)}
 
 
-def write_slab_variables(blocks: dict, path, storage_options, h0: int, r0: int) -> None:
-    """Write each (halo, realization) block at ``[h0:, r0:]`` of its store array (runs on workers)."""
+def write_slab_variables(blocks: dict, path, storage_options, h0: int, r0: int, queue=None) -> dict:
+    """Write each (halo, realization) block at ``[h0:, r0:]`` of its store array (runs on workers;
+    ``queue`` as in :func:`write_block`); return ``{name: (CRC-32, bytes)}`` of the blocks as
+    stored (for :func:`~massmap_xr.store.layout.crc32_concat`; None for a block that is not whole
+    rows of its array)."""
+    store = zarr_store(path, storage_options)
+    out = {}
     for name, block in blocks.items():
-        arr = zarr.open_array(zarr_store(path, storage_options), path=name, mode="r+")
-        b = np.asarray(block).astype(arr.dtype, copy=False)
-        arr[h0:h0 + b.shape[0], r0:r0 + b.shape[1]] = b
+        arr = zarr.open_array(store, path=name, mode="r+")
+        b = np.ascontiguousarray(np.asarray(block).astype(arr.dtype, copy=False))
+        put_chunk(arr, b, (h0, r0), queue_of(queue))
+        whole_rows = r0 == 0 and tuple(b.shape[1:]) == tuple(arr.shape[1:])
+        out[name] = (crc32_of(b), b.nbytes) if whole_rows else None
+    return out
 
 
-def write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: int, w, old=None):
+def write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: int, w, old=None, queue=None):
     """Write ``block`` at ``posterior[h0:, :, r0:]`` and return its cells' checksums (runs on workers).
+
+    ``queue`` is the token of a :func:`~massmap_xr.store.directio.write_queue`: in the process
+    that holds it the shard file is handed to its background writer (the caller waits for the
+    queue before recording the checksums); elsewhere it is written here.
 
     ``old`` (append only) describes stored data to keep in front of ``block``: a dict with the
     region ``h``/``r`` to read, the ``axis`` to concatenate along, and the checksums ``crc`` it had
@@ -132,17 +149,18 @@ def write_block(block, path, storage_options, layout_dict: dict, h0: int, r0: in
             return {"halos": sorted({int(h0 + h) for h in hh}), "realizations": sorted({int(r0 + r) for r in rr}),
                     "n_bad": int(bad.sum()), "n_rows": int(bad.size), "n_negative": int(negative.sum()),
                     "worst": float("inf") if finite.size < err.size else float(np.max(finite))}
-    put_block(arr, block, (h0, 0, r0))
+    put_block(arr, block, (h0, 0, r0), queue_of(queue))
     return cell_stats(block, r0, layout.realization_chunk, w, err, block_crc32s(block, layout.realization_chunk))
 
 
-def put_block(arr, block: np.ndarray, start: tuple[int, int, int]) -> None:
+def put_block(arr, block: np.ndarray, start: tuple[int, int, int], queue=None) -> None:
     """``arr[start:start + block.shape] = block``; a block that is exactly one shard (a whole
     slab, the build's case) is encoded and stored as one object by :mod:`.shardenc`, bypassing
-    zarr's per-inner-chunk write machinery; anything else goes through zarr."""
+    zarr's per-inner-chunk write machinery (on local disk by ``queue``, a
+    :class:`~massmap_xr.store.directio.WriteQueue`, when given); anything else goes through zarr."""
     spec = shard_spec(arr)
     if spec is not None and covers_shard(spec, start, block.shape):
-        write_shard(arr, spec, start, encode_shard(spec, start, block))
+        write_shard(arr, spec, start, block, queue)
         return
     arr[tuple(slice(s, s + n) for s, n in zip(start, block.shape, strict=True))] = block
 
@@ -152,13 +170,33 @@ SLABS_PER_WORKER = 2
 
 
 def n_workers() -> int:
-    try:
-        from distributed import get_client
+    """Threads of the dask.distributed client in use, else the machine's cores.  A client exists
+    only once ``distributed`` has been imported, so it is not imported here (that costs ~0.7 s)."""
+    if "distributed" in sys.modules:
+        try:
+            from distributed import get_client
 
-        client = get_client()
-        return max(1, sum(client.nthreads().values()))
-    except (ImportError, ValueError):
-        return max(1, os.cpu_count() or 1)
+            return max(1, sum(get_client().nthreads().values()))
+        except (ImportError, ValueError):
+            pass
+    return max(1, os.cpu_count() or 1)
+
+
+def threaded_scheduler() -> bool:
+    """Whether a delayed computation started here runs on dask's threaded scheduler (its default:
+    no other scheduler configured, no ``dask.distributed`` client in use)."""
+    chosen = dask.config.get("scheduler", None)
+    if chosen is not None:
+        return chosen in ("threads", "threading") or chosen is dask.threaded.get
+    if "distributed" in sys.modules:
+        try:
+            from distributed import get_client
+
+            get_client()
+            return False
+        except (ImportError, ValueError):
+            pass
+    return True
 
 
 def progress_bar(total, desc, enabled, initial=0):
@@ -180,43 +218,130 @@ class SlabJob:
 
 
 def run_jobs(jobs: list[SlabJob], path, storage_options, layout: StoreLayout, *, progress: bool, total: int,
-              initial: int, desc: str, build_id: str | None) -> None:
-    """Compute and write jobs ``2 × workers`` at a time; record checksums after each batch.
+             initial: int, desc: str, build_id: str | None) -> dict:
+    """Compute and write the jobs, recording each batch's checksums once its files are stored;
+    return ``{row: {name: (CRC-32, bytes)}}`` of the slab variables written
+    (:func:`write_slab_variables`) for the jobs that carry them.
 
-    Raises :class:`StoreError` (after recording the batch's good slabs, so the store stays
-    incomplete and is never marked complete) when a slab holds (halo, realization) rows that are
-    not normalised within ``NORM_ATOL`` or hold NaN/inf; those slabs are not written.
+    With dask's default (threaded) scheduler every thread runs a stream of its own: it takes the
+    next batch of :data:`SLABS_PER_WORKER` slabs, computes and writes them one after the other
+    (dask's synchronous scheduler) and takes the next, so no thread waits for another at a batch
+    boundary; at most one batch per thread is in memory.  With any other scheduler (a
+    ``dask.distributed`` client, processes) batches of ``SLABS_PER_WORKER × workers`` are computed
+    one at a time by that scheduler.  Either way this thread waits for a batch's shard files to
+    reach the disk (:func:`~massmap_xr.store.directio.write_queue`) and records its checksums,
+    batch after batch in order, so a slab is marked written only once all of its bytes are stored.
+
+    Raises :class:`StoreError` (after recording the good slabs of the batches finished so far, so
+    the store stays incomplete and is never marked complete) when a slab holds (halo,
+    realization) rows that are not normalised within ``NORM_ATOL`` or hold NaN/inf; those slabs
+    are not written.  Nothing is being computed or written any more when this returns or raises.
     """
     if not jobs:
-        return
+        return {}
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     group = open_group(path, storage_options, mode="r+")
-    crc_arr = group[CRC_NAME]
-    norm_arr = group.get(NORM_NAME, None)
+    tables = (group[CRC_NAME], group.get(NORM_NAME, None))
     w = trapezoid_of(group)
-    batch = max(2, SLABS_PER_WORKER * n_workers())
+    workers = n_workers()
     write = dask.delayed(write_block, pure=False)
-    with progress_bar(total, desc, progress, initial) as bar:
-        for b0 in range(0, len(jobs), batch):
-            if build_id is not None:
-                check_build_id(path, storage_options, build_id)
-            part = jobs[b0:b0 + batch]
-            tasks = [write(j.block, str(path), storage_options, layout.to_dict(), j.h0, j.r0, w, j.old) for j in part]
-            extra = [dask.delayed(write_slab_variables, pure=False)(j.extras["blocks"], str(path), storage_options,
-                                                                   j.extras["h0"], j.extras["r0"])
-                     for j in part if j.extras]
-            refused = []
-            for j, result in zip(part, dask.compute(*tasks, *extra)[:len(tasks)], strict=True):
-                if isinstance(result, dict):
-                    refused.append(result)
-                    continue
-                crcs, errs = result
-                c0 = j.r0 // layout.realization_chunk
-                if norm_arr is not None:
-                    norm_arr[j.row, c0:c0 + len(errs)] = np.asarray(errs, dtype=np.float64)
-                crc_arr[j.row, c0:c0 + len(crcs)] = np.asarray(crcs, dtype=np.int64)
-                bar.update(j.n_halo)
-            if refused:
-                _refuse_unnormalised(refused, group, path)
+    extra = dask.delayed(write_slab_variables, pure=False)
+    local = threaded_scheduler()
+    threads = (dask.config.get("num_workers", None) or workers) if local else 1
+    size = SLABS_PER_WORKER if local else max(2, SLABS_PER_WORKER * workers)
+    batches = [jobs[b0:b0 + size] for b0 in range(0, len(jobs), size)]
+
+    def compute(part, queue):
+        tasks = [write(j.block, str(path), storage_options, layout.to_dict(), j.h0, j.r0, w, j.old, queue)
+                 for j in part]
+        more = [extra(j.extras["blocks"], str(path), storage_options, j.extras["h0"], j.extras["r0"], queue)
+                for j in part if j.extras]
+        if local:
+            # one stream per core: the compiled kernels of this thread run on one thread too, or
+            # each stream would start a full thread team and the teams would fight for the cores
+            import numba
+
+            numba.set_num_threads(1)
+        results = dask.compute(*tasks, *more, **({"scheduler": "sync"} if local else {}))
+        return results[:len(tasks)], results[len(tasks):], queue_of(queue).submitted()
+
+    with progress_bar(total, desc, progress, initial) as bar, write_queue(depth=threads + 1) as queue, \
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="massmap-slabs") as runner, \
+            _old_objects_frozen():
+        running: deque = deque()
+        pending = iter(batches)
+        written: dict = {}
+
+        def feed():
+            for part in pending:
+                if build_id is not None:
+                    check_build_id(path, storage_options, build_id)
+                running.append((part, runner.submit(compute, part, queue)))
+                if len(running) > threads:  # one waiting, for the first thread that comes free
+                    return
+
+        try:
+            feed()
+            while running:
+                part, future = running.popleft()
+                results, extras, n_submitted = future.result()
+                feed()
+                queue_of(queue).wait(n_submitted)  # the batch's shards are on disk before its checksums are recorded
+                refused = _record(part, results, tables, layout, bar)
+                if refused:
+                    _refuse_unnormalised(refused, group, path)
+                written.update(zip([j.row for j in part if j.extras], extras, strict=True))
+        except BaseException:
+            for _, f in running:  # batches not started are dropped; the runner waits for the others
+                f.cancel()
+            raise
+    return written
+
+
+@contextmanager
+def _old_objects_frozen():
+    """Keep Python's cyclic garbage collector off the objects that exist before the build (the
+    libraries, the cube, the catalogue: a full collection of them costs ~0.2 s, and the build's
+    task objects trigger dozens); left alone when the program has frozen objects itself."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _record(part: list[SlabJob], results, tables, layout: StoreLayout, bar) -> list[dict]:
+    """Record the checksums (and normalisation errors) of a batch's written slabs, contiguous rows
+    in one write per table; return the refusals (:func:`write_block`'s dicts)."""
+    crc_arr, norm_arr = tables
+    refused, runs = [], []
+    for j, result in zip(part, results, strict=True):
+        if isinstance(result, dict):
+            refused.append(result)
+            continue
+        crcs, errs = result
+        c0 = j.r0 // layout.realization_chunk
+        last = runs[-1] if runs else None
+        if last is not None and last["c0"] == c0 and last["n"] == len(crcs) and last["row"] + len(last["crc"]) == j.row:
+            last["crc"].append(crcs)
+            last["err"].append(errs)
+        else:
+            runs.append({"row": j.row, "c0": c0, "n": len(crcs), "crc": [crcs], "err": [errs]})
+    for r in runs:
+        rows = slice(r["row"], r["row"] + len(r["crc"]))
+        cols = slice(r["c0"], r["c0"] + r["n"])
+        if norm_arr is not None:
+            norm_arr[rows, cols] = np.asarray(r["err"], dtype=np.float64)
+        crc_arr[rows, cols] = np.asarray(r["crc"], dtype=np.int64)
+    for j, result in zip(part, results, strict=True):
+        if not isinstance(result, dict):
+            bar.update(j.n_halo)
+    return refused
 
 
 def _refuse_unnormalised(refused: list[dict], group, path) -> None:

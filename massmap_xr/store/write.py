@@ -64,7 +64,7 @@ from massmap_xr.store.checks import (
     stored_weight,
     template_complete,
 )
-from massmap_xr.store.finalize import finalize, remember_variable_crcs
+from massmap_xr.store.finalize import finalize, remember_slab_variable_crcs, remember_variable_crcs
 from massmap_xr.store.layout import (
     BOOKKEEPING,
     BUILD_ID,
@@ -398,8 +398,12 @@ def _write_slabs(ds: xr.Dataset, path: str, storage_options, *, halo_chunks=None
         jobs.append(SlabJob(i, blocks[i - base], s.start, 0, s.stop - s.start,
                             extras=slab_extras(extra, i - base, s.start, 0)))
     n_rows = sum(layout.halo_slice(i).stop - layout.halo_slice(i).start for i in rows)
-    run_jobs(jobs, path, storage_options, layout, progress=progress, total=n_rows,
-              initial=n_rows - sum(j.n_halo for j in jobs), desc="massmap build", build_id=attrs.get(BUILD_ID))
+    written = run_jobs(jobs, path, storage_options, layout, progress=progress, total=n_rows,
+                       initial=n_rows - sum(j.n_halo for j in jobs), desc="massmap build",
+                       build_id=attrs.get(BUILD_ID))
+    if known and len(todo) == layout.n_halo_chunks:  # a fresh build: finalising need not read them back
+        remember_slab_variable_crcs(path, storage_options, attrs.get(BUILD_ID),
+                                    [written.get(i) for i in range(layout.n_halo_chunks)])
     return todo
 
 
