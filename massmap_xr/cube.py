@@ -518,7 +518,7 @@ def _warn_edge_collapse(ids, log_lobs, z, sig, hyper, mass, z_nodes, log_table, 
         warnings.warn(
             f"{n_far} halo(s) have L_obs so far from every mean luminosity on the mass grid "
             f"[{mass[0]:.3g}, {mass[-1]:.3g}] M_sun that their posterior collapses onto a grid edge "
-            f"(first ids: {format_offenders(np.asarray(first_far[:5]))}); widen the mass grid or check their lum_obs"
+            f"(first ids: {format_offenders(np.asarray(first_far))}); widen the mass grid or check their lum_obs"
             " and the hyperparameters (alpha1..alpha4, S)",
             CatalogWarning,
             stacklevel=3,

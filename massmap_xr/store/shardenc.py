@@ -45,6 +45,11 @@ class ShardSpec:
     shape: tuple[int, ...]
     blosc: dict
 
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Inner chunks per shard along each axis."""
+        return tuple(s // c for s, c in zip(self.shard, self.inner, strict=True))
+
 
 def shard_spec(arr) -> ShardSpec | None:
     """The :class:`ShardSpec` of a zarr v3 float32 array sharded with (bytes LE, Blosc) inner
@@ -108,9 +113,8 @@ def encode_shard(spec: ShardSpec, start: tuple[int, ...], block: np.ndarray) -> 
 
 def _inner_chunks(spec: ShardSpec, start: tuple[int, ...]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """(index in the shard, first element) of the shard's inner chunks inside the array, in zarr's order."""
-    grid = tuple(s // c for s, c in zip(spec.shard, spec.inner, strict=True))
     keys = []
-    for idx in _order(grid):
+    for idx in _order(spec.grid):
         lo = tuple(i * c for i, c in zip(idx, spec.inner, strict=True))
         if any(s0 + a >= full for s0, a, full in zip(start, lo, spec.shape, strict=True)):
             continue  # wholly outside the array
@@ -120,8 +124,7 @@ def _inner_chunks(spec: ShardSpec, start: tuple[int, ...]) -> list[tuple[tuple[i
 
 def shard_capacity(spec: ShardSpec, start: tuple[int, ...]) -> int:
     """Bytes that always hold the encoded shard at ``start`` (Blosc adds at most 16 bytes to a chunk)."""
-    n_grid = int(np.prod([s // c for s, c in zip(spec.shard, spec.inner, strict=True)]))
-    return len(_inner_chunks(spec, start)) * (4 * int(np.prod(spec.inner)) + _BLOSC_OVERHEAD) + 16 * n_grid + 4
+    return len(_inner_chunks(spec, start)) * (4 * int(np.prod(spec.inner)) + _BLOSC_OVERHEAD) + 16 * int(np.prod(spec.grid)) + 4
 
 
 def encode_shard_into(spec: ShardSpec, start: tuple[int, ...], block: np.ndarray, buf: np.ndarray) -> int:
@@ -131,8 +134,7 @@ def encode_shard_into(spec: ShardSpec, start: tuple[int, ...], block: np.ndarray
     bytes objects to allocate, fault in and copy), else with numcodecs' ``Blosc`` and copied."""
     import google_crc32c
 
-    grid = tuple(s // c for s, c in zip(spec.shard, spec.inner, strict=True))
-    index = np.full((*grid, 2), _EMPTY, dtype="<u8")
+    index = np.full((*spec.grid, 2), _EMPTY, dtype="<u8")
     pos = 0
     for idx, lo in _inner_chunks(spec, start):
         part = block[tuple(slice(a, a + c) for a, c in zip(lo, spec.inner, strict=True))]
@@ -217,18 +219,16 @@ def put_chunk(arr, block: np.ndarray, start: tuple[int, ...], queue=None) -> Non
     """``arr[start:start + block.shape] = block``: a block that is exactly one whole chunk of an
     array of :func:`chunk_spec`'s form, on a local store, is Zstd-encoded here and stored as one
     file (by ``queue`` when given, see :func:`write_shard`); anything else goes through zarr."""
-    from zarr.storage import LocalStore
-
     spec = chunk_spec(arr)
-    store = arr.store
+    root = _local_root(arr.store)
     whole = spec is not None and all(s0 % c == 0 and n == c and s0 + n <= full for s0, n, c, full in
                                      zip(start, block.shape, spec.chunks, spec.shape, strict=True))
-    if not whole or type(store) is not LocalStore or store.read_only:
+    if not whole or root is None:
         arr[tuple(slice(s, s + n) for s, n in zip(start, block.shape, strict=True))] = block
         return
     data = _zstd(spec.level, spec.checksum).encode(np.ascontiguousarray(block, dtype=spec.dtype.newbyteorder("<")))
     key = arr.metadata.encode_chunk_key(tuple(s // c for s, c in zip(start, spec.chunks, strict=True)))
-    path = Path(store.root) / (f"{arr.path}/{key}" if arr.path else key)
+    path = root / (f"{arr.path}/{key}" if arr.path else key)
     if queue is not None:
         queue.submit(path, [data])
     else:
@@ -249,28 +249,33 @@ def write_shard(arr, spec: ShardSpec, start: tuple[int, ...], block: np.ndarray,
     when given), elsewhere with the store's own ``set``."""
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
-    from zarr.storage import LocalStore
 
     key = arr.metadata.encode_chunk_key(tuple(s // sh for s, sh in zip(start, spec.shard, strict=True)))
     path = f"{arr.path}/{key}" if arr.path else key
-    store = arr.store
+    root = _local_root(arr.store)
     cap = shard_capacity(spec, start)
-    local = type(store) is LocalStore and not store.read_only
-    if local and queue is not None:
+    if root is not None and queue is not None:
         buf = queue.reserve(cap)
         try:
             n = encode_shard_into(spec, start, block, buf)
         except BaseException:
             queue.release(buf)
             raise
-        queue.submit_buffer(Path(store.root) / path, buf, n)
+        queue.submit_buffer(root / path, buf, n)
         return
     buf = aligned_buffer(cap)
     n = encode_shard_into(spec, start, block, buf)
-    if local:
-        write_view(Path(store.root) / path, memoryview(buf)[:n])
+    if root is not None:
+        write_view(root / path, memoryview(buf)[:n])
         return
-    sync(store.set(path, default_buffer_prototype().buffer.from_bytes(buf[:n].tobytes())))
+    sync(arr.store.set(path, default_buffer_prototype().buffer.from_bytes(buf[:n].tobytes())))
+
+
+def _local_root(store) -> Path | None:
+    """The folder of a writable zarr ``LocalStore`` (whose files this module writes itself), else None."""
+    from zarr.storage import LocalStore
+
+    return Path(store.root) if type(store) is LocalStore and not store.read_only else None
 
 
 def read_shards(arr, spec: ShardSpec, start: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray | None:
@@ -291,7 +296,7 @@ def read_shards(arr, spec: ShardSpec, start: tuple[int, ...], shape: tuple[int, 
     if start[0] + shape[0] != spec.shape[0] and shape[0] % spec.shard[0]:
         return None
     codec = _codec(**spec.blosc)
-    grid = tuple(s // c for s, c in zip(spec.shard, spec.inner, strict=True))
+    grid = spec.grid
     n_index = 16 * int(np.prod(grid)) + 4
     out = np.empty(shape, dtype=np.float32)  # every element is decoded or set to NaN below
     proto = default_buffer_prototype()

@@ -169,16 +169,24 @@ def put_block(arr, block: np.ndarray, start: tuple[int, int, int], queue=None) -
 SLABS_PER_WORKER = 2
 
 
-def n_workers() -> int:
-    """Threads of the dask.distributed client in use, else the machine's cores.  A client exists
-    only once ``distributed`` has been imported, so it is not imported here (that costs ~0.7 s)."""
-    if "distributed" in sys.modules:
-        try:
-            from distributed import get_client
+def _distributed_client():
+    """The ``dask.distributed`` client in use, or None.  A client exists only once ``distributed``
+    has been imported, so it is not imported here (that costs ~0.7 s)."""
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        from distributed import get_client
 
-            return max(1, sum(get_client().nthreads().values()))
-        except (ImportError, ValueError):
-            pass
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def n_workers() -> int:
+    """Threads of the dask.distributed client in use, else the machine's cores."""
+    client = _distributed_client()
+    if client is not None:
+        return max(1, sum(client.nthreads().values()))
     return max(1, os.cpu_count() or 1)
 
 
@@ -188,15 +196,7 @@ def threaded_scheduler() -> bool:
     chosen = dask.config.get("scheduler", None)
     if chosen is not None:
         return chosen in ("threads", "threading") or chosen is dask.threaded.get
-    if "distributed" in sys.modules:
-        try:
-            from distributed import get_client
-
-            get_client()
-            return False
-        except (ImportError, ValueError):
-            pass
-    return True
+    return _distributed_client() is None
 
 
 def progress_bar(total, desc, enabled, initial=0):
@@ -316,31 +316,20 @@ def _old_objects_frozen():
 
 
 def _record(part: list[SlabJob], results, tables, layout: StoreLayout, bar) -> list[dict]:
-    """Record the checksums (and normalisation errors) of a batch's written slabs, contiguous rows
-    in one write per table; return the refusals (:func:`write_block`'s dicts)."""
+    """Record the checksums (and normalisation errors) of a batch's written slabs; return the
+    refusals (:func:`write_block`'s dicts)."""
     crc_arr, norm_arr = tables
-    refused, runs = [], []
+    refused = []
     for j, result in zip(part, results, strict=True):
         if isinstance(result, dict):
             refused.append(result)
             continue
         crcs, errs = result
         c0 = j.r0 // layout.realization_chunk
-        last = runs[-1] if runs else None
-        if last is not None and last["c0"] == c0 and last["n"] == len(crcs) and last["row"] + len(last["crc"]) == j.row:
-            last["crc"].append(crcs)
-            last["err"].append(errs)
-        else:
-            runs.append({"row": j.row, "c0": c0, "n": len(crcs), "crc": [crcs], "err": [errs]})
-    for r in runs:
-        rows = slice(r["row"], r["row"] + len(r["crc"]))
-        cols = slice(r["c0"], r["c0"] + r["n"])
         if norm_arr is not None:
-            norm_arr[rows, cols] = np.asarray(r["err"], dtype=np.float64)
-        crc_arr[rows, cols] = np.asarray(r["crc"], dtype=np.int64)
-    for j, result in zip(part, results, strict=True):
-        if not isinstance(result, dict):
-            bar.update(j.n_halo)
+            norm_arr[j.row, c0:c0 + len(errs)] = np.asarray(errs, dtype=np.float64)
+        crc_arr[j.row, c0:c0 + len(crcs)] = np.asarray(crcs, dtype=np.int64)
+        bar.update(j.n_halo)
     return refused
 
 
